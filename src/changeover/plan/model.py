@@ -1,0 +1,496 @@
+"""The plan: a cutover checklist as typed data (stages → sections → steps), validated on load.
+
+Every checklist item is a ``Step`` of exactly one kind:
+
+- ``check``  — one or more read-only probes (``{postgres.connect: {system: postgres}}``);
+- ``action`` — something changeover does (deploy, route, migrate, ...), run by later capabilities;
+- ``gate``   — a metric condition watched during a traffic phase or as a rollback trigger;
+- ``manual`` — a sign-off by a role from ``contacts``.
+
+Structure is checked by pydantic; references (probe names and parameters, systems, roles, unique
+ids) by ``Plan._check_references``, which raises ``PlanInvalid`` with the location of each
+problem so that ``plan.load`` can name file, line and column.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from datetime import datetime
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from changeover.plan.secretref import SecretRef
+from changeover.plan.systems import KINDS, System, infer_kinds
+from changeover.probes.base import REGISTRY, ProbeParams, load_all
+from changeover.units import Duration, format_duration, parse_duration
+
+Loc = tuple[str | int, ...]
+
+Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- what a step does ------------------------------------------------------------------------
+
+
+class ProbeCall(_Model):
+    """``{probe.name: {params}}`` in YAML; parameters are typed by the probe's ``Params``."""
+
+    probe: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_single_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) - {"probe", "params"}:
+            if len(data) != 1:
+                raise ValueError(
+                    f"a check names exactly one probe, e.g. {{postgres.connect: {{...}}}}; "
+                    f"got keys {', '.join(map(str, data))}"
+                )
+            ((name, params),) = data.items()
+            return {"probe": name, "params": params or {}}
+        return data
+
+    @cached_property
+    def typed(self) -> ProbeParams:
+        """The parameters validated by the probe's model (valid once the plan validated)."""
+        return REGISTRY[self.probe].Params.model_validate(self.params)
+
+
+class ActionCall(_Model):
+    """``{action.name: {params}}``: a change changeover makes (see ``changeover.actions``)."""
+
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_single_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) - {"action", "params"}:
+            if len(data) != 1:
+                raise ValueError("an action names exactly one action, e.g. {deploy: {...}}")
+            ((name, params),) = data.items()
+            return {"action": name, "params": params or {}}
+        return data
+
+
+Threshold = float | str  # 0.01, "1%", "100ms", "80%"
+
+
+class Gate(_Model):
+    """A metric condition, watched continuously by the rollout controller (traffic issue)."""
+
+    metric: str
+    of: str | None = Field(default=None, description="system the metric is about")
+    source: str | None = Field(default=None, description="system the metric is read from")
+    below: Threshold | None = None
+    above: Threshold | None = None
+    max_ratio_to: str | None = Field(default=None, description="baseline system")
+    ratio: float | None = None
+    sustained: Duration | None = None
+    target: Threshold | None = Field(default=None, description="aspirational value (reported)")
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Gate:
+        conditions = [self.below is not None, self.above is not None, self.ratio is not None]
+        if sum(conditions) == 0 and self.metric not in _BOOLEAN_METRICS:
+            raise ValueError("a gate needs one of below, above or ratio")
+        if self.ratio is not None and self.max_ratio_to is None:
+            raise ValueError("ratio needs max_ratio_to (the baseline system)")
+        return self
+
+
+# Metrics whose condition is "none observed" / "stable": no threshold needed.
+_BOOLEAN_METRICS = frozenset(
+    {
+        "memory_stable",
+        "memory_leak",
+        "database_errors",
+        "auth_failures",
+        "user_complaints",
+        "stuck_requests",
+        "background_jobs",
+        "session_continuity",
+        "data_corruption",
+        "data_loss",
+        "features",
+        "critical_features",
+        "database_connection_failures",
+        "security_breach",
+        "cache_issues",
+        "latency_stable",
+    }
+)
+
+
+class Manual(_Model):
+    """A sign-off by a person in a role from ``contacts``."""
+
+    role: Id
+    how: str | None = Field(default=None, description="what the person checks or does")
+
+
+class Step(_Model):
+    """One checklist item; ``title`` is the checklist's wording."""
+
+    id: Id
+    title: str = Field(min_length=1)
+    check: ProbeCall | list[ProbeCall] | None = None
+    action: ActionCall | None = None
+    gate: Gate | list[Gate] | None = None
+    manual: Manual | None = None
+    required: bool = True
+    how: str | None = Field(default=None, description="how to do or verify it by hand")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Step:
+        kinds = [k for k in ("check", "action", "gate", "manual") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a step needs exactly one of check, action, gate or manual"
+                + (f" (has {', '.join(kinds)})" if kinds else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["check", "action", "gate", "manual"]:
+        for kind in ("check", "action", "gate", "manual"):
+            if getattr(self, kind) is not None:
+                return kind  # type: ignore[return-value]
+        raise AssertionError("validated steps have a kind")
+
+    @property
+    def checks(self) -> list[ProbeCall]:
+        if self.check is None:
+            return []
+        return self.check if isinstance(self.check, list) else [self.check]
+
+    @property
+    def gates(self) -> list[Gate]:
+        if self.gate is None:
+            return []
+        return self.gate if isinstance(self.gate, list) else [self.gate]
+
+
+class Section(_Model):
+    title: str
+    steps: list[Step]
+
+
+class Window(_Model):
+    """When a stage's items are due, relative to ``cutover_at`` (``-72h`` = 72 hours before)."""
+
+    opens: Duration
+    due: Duration | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.due is not None and self.due < self.opens:
+            raise ValueError("due must not be before opens")
+        return self
+
+
+class Bake(_Model):
+    min: Duration
+    max: Duration
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bake:
+        if self.max < self.min:
+            raise ValueError("bake.max must not be shorter than bake.min")
+        return self
+
+
+class Decision(_Model):
+    """A decision point at the end of a phase: ``auto`` proceeds when every gate passes."""
+
+    title: str
+    mode: Literal["manual", "auto"] = "manual"
+    role: Id | None = Field(default=None, description="who approves a manual decision")
+
+
+class Phase(_Model):
+    """A traffic phase: weight to the new app, instances to deploy, bake time, decision."""
+
+    weight: float = Field(ge=0, le=100)
+    deploy: list[str] = Field(default_factory=list)
+    bake: Bake | None = None
+    decision: Decision | None = None
+
+
+class Stage(_Model):
+    id: Id
+    title: str
+    part: str | None = Field(default=None, description="the checklist part it belongs to")
+    window: Window | None = None
+    phase: Phase | None = None
+    sections: list[Section]
+
+    def steps(self) -> Iterator[Step]:
+        for section in self.sections:
+            yield from section.steps
+
+
+class Rollback(_Model):
+    immediate: list[Step] = Field(default_factory=list)
+    graceful: list[Step] = Field(default_factory=list)
+
+
+class Contact(_Model):
+    role: Id
+    title: str
+    name: str = "TBD"
+    phone: str = ""
+    slack: str = ""
+    email: str = ""
+
+
+class WarRoom(_Model):
+    conference_bridge: str = ""
+    zoom: str = ""
+    slack_channel: str = ""
+    log_aggregation: str = ""
+    metrics_dashboard: str = ""
+    runbook: str = ""
+
+
+# --- the plan --------------------------------------------------------------------------------
+
+
+class PlanInvalid(Exception):
+    """Reference problems found after structural validation, each with its location.
+
+    Deliberately not a ``ValueError``: pydantic lets it propagate unchanged, so ``plan.load``
+    receives the exact locations instead of one error on the whole plan.
+    """
+
+    def __init__(self, problems: list[tuple[Loc, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(msg for _, msg in problems))
+
+
+class Plan(_Model):
+    version: Literal[1] = 1
+    name: str
+    cutover_at: datetime
+    journal: SecretRef | None = Field(
+        default=None,
+        description="journal store: omitted = .changeover/journal.db next to the plan; "
+        "or a postgresql:// URL (as a ${ENV} reference)",
+    )
+    contacts: list[Contact] = Field(default_factory=list)
+    war_room: WarRoom = Field(default_factory=WarRoom)
+    systems: dict[Id, System] = Field(default_factory=dict)
+    notify: list[SecretRef] = Field(default_factory=list)
+    stages: list[Stage]
+    rollback: Rollback = Field(default_factory=Rollback)
+    success_criteria: list[Step] = Field(default_factory=list)
+    notes: str = ""
+
+    @field_validator("systems", mode="before")
+    @classmethod
+    def _infer_kinds(cls, value: Any) -> Any:
+        return infer_kinds(value)
+
+    @field_validator("cutover_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("cutover_at needs a time zone, e.g. 2026-12-01T02:00:00Z")
+        return value
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Plan:
+        problems = list(_reference_problems(self))
+        if problems:
+            raise PlanInvalid(problems)
+        return self
+
+    # -- navigation --
+
+    def located_steps(self) -> Iterator[tuple[Loc, Stage | None, Step]]:
+        """Every step with its location in the plan (stages, rollback, success criteria)."""
+        for si, stage in enumerate(self.stages):
+            for ci, section in enumerate(stage.sections):
+                for ti, step in enumerate(section.steps):
+                    yield ("stages", si, "sections", ci, "steps", ti), stage, step
+        for group in ("immediate", "graceful"):
+            for ti, step in enumerate(getattr(self.rollback, group)):
+                yield ("rollback", group, ti), None, step
+        for ti, step in enumerate(self.success_criteria):
+            yield ("success_criteria", ti), None, step
+
+    def all_steps(self) -> Iterator[Step]:
+        for _, _, step in self.located_steps():
+            yield step
+
+    def step(self, step_id: str) -> Step:
+        for step in self.all_steps():
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)
+
+    def stage(self, stage_id: str) -> Stage:
+        for stage in self.stages:
+            if stage.id == stage_id:
+                return stage
+        raise KeyError(stage_id)
+
+    def stage_of(self, step_id: str) -> Stage | None:
+        for _, stage, step in self.located_steps():
+            if step.id == step_id:
+                return stage
+        return None
+
+
+def suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _reference_problems(plan: Plan) -> Iterator[tuple[Loc, str]]:
+    from changeover.actions import ACTIONS
+
+    probes = load_all()
+    roles = {c.role for c in plan.contacts}
+    seen: dict[str, Loc] = {}
+
+    for si, stage in enumerate(plan.stages):
+        if stage.id in seen:
+            yield ("stages", si, "id"), f"duplicate id {stage.id!r}"
+        seen.setdefault(stage.id, ("stages", si, "id"))
+        if stage.phase is not None:
+            for di, name in enumerate(stage.phase.deploy):
+                if not any(name == i.name for i in _instances(plan)):
+                    yield (
+                        ("stages", si, "phase", "deploy", di),
+                        f"unknown instance {name!r}{suggest(name, [i.name for i in _instances(plan)])}",
+                    )
+            decision = stage.phase.decision
+            if decision is not None and decision.role is not None and decision.role not in roles:
+                yield (
+                    ("stages", si, "phase", "decision", "role"),
+                    f"unknown role {decision.role!r}{suggest(decision.role, roles)}",
+                )
+
+    for loc, _, step in plan.located_steps():
+        if step.id in seen:
+            yield loc + ("id",), f"duplicate id {step.id!r} (first used at {_path(seen[step.id])})"
+        seen.setdefault(step.id, loc + ("id",))
+        if step.manual is not None and step.manual.role not in roles:
+            yield (
+                loc + ("manual", "role"),
+                f"unknown role {step.manual.role!r}{suggest(step.manual.role, roles)}"
+                + ("" if roles else " (no contacts are defined)"),
+            )
+        for ci, call in enumerate(step.checks):
+            where = loc + (("check", ci) if isinstance(step.check, list) else ("check",))
+            yield from _probe_problems(plan, call, where, probes)
+        if step.action is not None and step.action.action not in ACTIONS:
+            yield (
+                loc + ("action", step.action.action),
+                f"unknown action {step.action.action!r}{suggest(step.action.action, ACTIONS)}",
+            )
+        for gi, gate in enumerate(step.gates):
+            where = loc + (("gate", gi) if isinstance(step.gate, list) else ("gate",))
+            for field in ("of", "source", "max_ratio_to"):
+                ref = getattr(gate, field)
+                if ref is not None and ref not in plan.systems:
+                    yield where + (field,), _unknown_system(ref, plan)
+
+
+def _probe_problems(
+    plan: Plan, call: ProbeCall, where: Loc, probes: Any
+) -> Iterator[tuple[Loc, str]]:
+    if call.probe not in probes:
+        yield where + (call.probe,), f"unknown probe {call.probe!r}{suggest(call.probe, probes)}"
+        return
+    probe = probes[call.probe]
+    try:
+        params = probe.Params.model_validate(call.params)
+    except ValidationError as exc:
+        for err in exc.errors():
+            yield where + (call.probe, *err["loc"]), _pydantic_message(err)
+        return
+    system = getattr(params, "system", None)
+    if system is None:
+        return
+    if system not in plan.systems:
+        yield where + (call.probe, "system"), _unknown_system(system, plan)
+    elif probe.system_kinds and plan.systems[system].kind not in probe.system_kinds:
+        kind = plan.systems[system].kind
+        yield (
+            where + (call.probe, "system"),
+            f"system {system!r} is a {kind}; {call.probe} needs a {' or '.join(probe.system_kinds)}",
+        )
+
+
+def _unknown_system(name: str, plan: Plan) -> str:
+    known = ", ".join(sorted(plan.systems)) or "none defined"
+    return f"unknown system {name!r}{suggest(name, plan.systems)} (systems: {known})"
+
+
+def _instances(plan: Plan) -> list[Any]:
+    return [i for s in plan.systems.values() if s.kind == "app" for i in s.instances]
+
+
+def _path(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_message(err: Any) -> str:
+    """pydantic's message, phrased for an operator: what was expected, what was found."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(err["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if "input" in err and kind not in ("model_type", "dict_type") and err["input"] is not None:
+        shown = repr(err["input"])
+        if len(shown) <= 60:
+            message += f" (got {shown})"
+    return message
+
+
+__all__ = [
+    "KINDS",
+    "ActionCall",
+    "Bake",
+    "Contact",
+    "Decision",
+    "Duration",
+    "Gate",
+    "Manual",
+    "Phase",
+    "Plan",
+    "PlanInvalid",
+    "ProbeCall",
+    "Rollback",
+    "Section",
+    "Stage",
+    "Step",
+    "WarRoom",
+    "Window",
+    "format_duration",
+    "parse_duration",
+]
