@@ -1,0 +1,129 @@
+"""Terminal rendering (rich) shared by the CLI and the demo: check tables, live progress, status.
+
+Only presentation lives here; the data comes from ``engine`` (outcomes, projections).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
+from changeover.engine.check import Progress, StepOutcome
+from changeover.engine.state import RunbookState, State, Timing
+from changeover.probes.base import Status
+
+STATUS_STYLE = {
+    Status.PASS: "green",
+    Status.WARN: "yellow",
+    Status.FAIL: "red",
+    Status.ERROR: "magenta",
+}
+STATE_STYLE = {
+    State.DONE: "green",
+    State.FAILED: "red",
+    State.PENDING: "yellow",
+    State.LATER: "dim",
+}
+
+
+def check_table(outcomes: list[StepOutcome], *, title: str | None = None) -> Table:
+    """One row per step: stage, id, status, the plain reason, and how long it took."""
+    table = Table(title=title, show_lines=False, expand=False)
+    table.add_column("stage", style="dim", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("reason / evidence", overflow="fold")
+    table.add_column("ms", justify="right", no_wrap=True)
+    for outcome in outcomes:
+        status = outcome.status
+        label = status.value.upper() + ("" if outcome.required else " (optional)")
+        slowest = (
+            max((p.result.duration_ms or 0.0) for p in outcome.probes) if outcome.probes else 0
+        )
+        table.add_row(
+            outcome.stage_id or "",
+            outcome.step.id,
+            Text(label, style=STATUS_STYLE[status]),
+            Text(outcome.reason),
+            f"{slowest:.0f}",
+        )
+    counts = {s: sum(1 for o in outcomes if o.status == s) for s in Status}
+    table.caption = "  ".join(f"{s.value}: {n}" for s, n in counts.items() if n) or "no checks"
+    return table
+
+
+@contextmanager
+def live_progress(console: Console, *, enabled: bool) -> Iterator[Progress | None]:
+    """A live line per running step while probes run (only on a terminal)."""
+    if not enabled:
+        yield None
+        return
+    running: dict[str, None] = {}
+    done: list[StepOutcome] = []
+
+    def render() -> Group:
+        names = ", ".join(list(running)[:6]) + (" …" if len(running) > 6 else "")
+        failed = sum(1 for o in done if not o.status.ok)
+        spinner = Spinner("dots", text=f" {len(done)} done ({failed} failed), running: {names}")
+        return Group(spinner)
+
+    with Live(render(), console=console, refresh_per_second=8, transient=True) as live:
+
+        def progress(event: str, step_id: str, outcome: StepOutcome | None) -> None:
+            if event == "start":
+                running[step_id] = None
+            else:
+                running.pop(step_id, None)
+                if outcome is not None:
+                    done.append(outcome)
+            live.update(render())
+
+        yield progress
+
+
+def status_view(console: Console, state: RunbookState, *, show_all: bool) -> None:
+    summary = state.summary()
+    console.print(
+        f"[bold]{state.plan.name}[/] — cutover at {state.plan.cutover_at.isoformat()}"
+        f" (now {state.now.isoformat(timespec='minutes')})"
+    )
+    console.print(
+        f"{summary['total']} items: [green]{summary['done']} done[/], "
+        f"[red]{summary['failed']} failed[/], [yellow]{summary['pending']} pending[/], "
+        f"[dim]{summary['later']} automated later[/]; "
+        f"[bold]{summary['due']} due now[/], [bold red]{summary['overdue']} overdue[/]"
+    )
+    table = Table(expand=False)
+    table.add_column("stage", style="dim", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("title", overflow="fold")
+    table.add_column("how", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("when", no_wrap=True)
+    shown = 0
+    for item in state.steps:
+        interesting = item.timing in (Timing.DUE, Timing.OVERDUE) or item.state == State.FAILED
+        if not (show_all or interesting):
+            continue
+        shown += 1
+        when = item.timing.value
+        if item.due_at is not None and item.timing in (Timing.DUE, Timing.OVERDUE):
+            when += f" (due {item.due_at.isoformat(timespec='minutes')})"
+        table.add_row(
+            item.stage.id if item.stage else "",
+            item.step.id,
+            item.step.title,
+            item.automation,
+            Text(item.state.value, style=STATE_STYLE[item.state]),
+            Text(when, style="bold red" if item.timing == Timing.OVERDUE else ""),
+        )
+    if shown:
+        console.print(table)
+    else:
+        console.print("nothing due, overdue or failed (use --all to list every item)")
