@@ -1,0 +1,185 @@
+"""The CLI: every command documented, help with an example, exit codes, --json, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import click
+import pytest
+import typer
+
+from changeover.cli import app, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commands() -> list[tuple[str, click.Command]]:
+    root = typer.main.get_command(app)
+    assert isinstance(root, click.Group)
+    found: list[tuple[str, click.Command]] = []
+    for name, command in root.commands.items():
+        if isinstance(command, click.Group):
+            found += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+        else:
+            found.append((name, command))
+    return found
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    for name, command in _commands():
+        assert command.help, f"{name} has no help text"
+        assert "Example: changeover " in command.help, f"{name} help has no example"
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, _ in _commands():
+        assert f"changeover {name}" in readme, f"`changeover {name}` missing from README.md"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _minimal_plan(tmp_path: Path, steps: str) -> Path:
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(
+        "version: 1\n"
+        "name: t\n"
+        "cutover_at: 2026-12-01T02:00:00Z\n"
+        "contacts: [{role: lead, title: Lead}]\n"
+        "stages:\n"
+        "  - id: pre\n"
+        "    title: Pre\n"
+        "    window: {opens: -72h, due: -24h}\n"
+        "    sections:\n"
+        "      - title: S\n"
+        "        steps:\n" + steps,
+        encoding="utf-8",
+    )
+    return plan
+
+
+def test_invalid_plan_exits_2_with_file_line_col(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _minimal_plan(tmp_path, "          - {id: a, title: A, manual: {role: lead}, bogus: 1}\n")
+    code, _, err = _run(capsys, "validate", str(plan))
+    assert code == 2
+    assert re.search(r"changeover\.yaml:12:\d+: .*bogus.*unknown key", err), err
+    assert "Traceback" not in err
+
+
+def test_missing_plan_file_is_a_plain_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "status", "--plan", str(tmp_path / "nope.yaml"))
+    assert code == 2
+    assert "nope.yaml" in err and "Traceback" not in err
+
+
+def test_unknown_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "check", "--no-such-flag")
+    assert code == 2
+    assert "no-such-flag" in err
+
+
+def test_check_exit_codes_follow_required_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A closed loopback port: the tcp probe fails (required) → exit 1; marked optional → exit 0.
+    plan = _minimal_plan(
+        tmp_path,
+        "          - {id: fw, title: Firewall, check: {tcp: {open: ['127.0.0.1:1'], "
+        "connect_timeout: 1s}}}\n",
+    )
+    code, out, _ = _run(capsys, "check", "--plan", str(plan), "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["results"][0]["status"] == "fail"
+    assert "127.0.0.1:1" in data["results"][0]["reason"]
+
+    optional = _minimal_plan(
+        tmp_path,
+        "          - {id: fw, title: Firewall, required: false, check: {tcp: {open: "
+        "['127.0.0.1:1'], connect_timeout: 1s}}}\n",
+    )
+    code, out, _ = _run(capsys, "check", "--plan", str(optional), "--json")
+    assert code == 0
+    assert json.loads(out)["results"][0]["status"] == "warn"
+
+
+def test_unknown_stage_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plan = _minimal_plan(tmp_path, "          - {id: a, title: A, manual: {role: lead}}\n")
+    code, _, err = _run(capsys, "check", "--plan", str(plan), "--stage", "pree")
+    assert code == 2
+    assert "did you mean 'pre'" in err
+
+
+def test_signoff_status_report_and_journal_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _minimal_plan(tmp_path, "          - {id: war-room, title: War room, manual: {role: lead}}\n")
+    code, out, _ = _run(capsys, "signoff", "war-room", "--by", "Ana", "--note", "open", "-p", str(plan))
+    assert code == 0 and "war-room" in out
+
+    code, out, _ = _run(capsys, "status", "-p", str(plan), "--json")
+    assert code == 0
+    status = json.loads(out)
+    assert status["steps"][0]["state"] == "done"
+    assert status["steps"][0]["signoffs"][0]["by"] == "Ana"
+
+    code, out, _ = _run(capsys, "report", "-p", str(plan), "--format", "md")
+    assert code == 0 and "signed off by Ana" in out
+
+    code, out, _ = _run(capsys, "journal", "verify", "-p", str(plan), "--json")
+    assert code == 0 and json.loads(out)["ok"] is True
+
+    export = tmp_path / "j.jsonl"
+    code, _, _ = _run(capsys, "journal", "export", "-p", str(plan), "-o", str(export))
+    kinds = [json.loads(line)["kind"] for line in export.read_text().splitlines()]
+    assert kinds == ["plan.loaded", "signoff"]
+
+
+def test_journal_verify_exits_4_after_tampering(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _minimal_plan(tmp_path, "          - {id: war-room, title: War room, manual: {role: lead}}\n")
+    for who in ("Ana", "Bo", "Cy"):
+        assert _run(capsys, "signoff", "war-room", "--by", who, "-p", str(plan))[0] == 0
+    db = tmp_path / ".changeover" / "journal.db"
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("select name from sqlite_master where type='table'")]
+        table = "events" if "events" in tables else tables[0]
+        payload_col = "payload"
+        conn.execute(
+            f"update {table} set {payload_col} = replace({payload_col}, 'Bo', 'Eve') where seq = 3"
+        )
+    code, out, err = _run(capsys, "journal", "verify", "-p", str(plan))
+    assert code == 4
+    assert "3" in err
+
+
+def test_init_writes_a_plan_that_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, "init", str(tmp_path))
+    assert code == 0
+    code, out, err = _run(capsys, "validate", str(tmp_path / "changeover.yaml"), "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] >= 174 + 13
+    # init refuses to overwrite the operator's edited plan
+    code, _, err = _run(capsys, "init", str(tmp_path))
+    assert code == 2 and "exists" in err
+
+
+def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "schema")
+    assert code == 0
+    assert "postgres.connect" in out
+    json.loads(out)
