@@ -104,9 +104,15 @@ class _Tail:
     async def drain(self, stream: asyncio.StreamReader) -> None:
         while chunk := await stream.read(65536):
             self.data += chunk
-            if len(self.data) > self.limit:
-                del self.data[: len(self.data) - self.limit]
-                self.truncated = True
+            # Trim only past twice the limit, so trimming costs O(1) per byte read.
+            if len(self.data) > 2 * self.limit:
+                self._trim()
+        self._trim()
+
+    def _trim(self) -> None:
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+            self.truncated = True
 
     def text(self) -> str:
         return self.data.decode("utf-8", errors="replace")
