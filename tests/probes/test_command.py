@@ -148,6 +148,7 @@ def test_rejects_a_shell_string_for_argv() -> None:
         ({"argv": ["go"], "stdout_regex": "go(1"}, "not a valid regular expression"),
         ({"argv": ["go"], "stderr_regex": "["}, "not a valid regular expression"),
         ({"argv": ["go"], "env": {"URL": "postgres://u:hunter2@db/x"}}, "literal password"),
+        ({"argv": ["go"], "env": {"A=B": "x"}}, "not an environment variable name"),
     ],
 )
 def test_rejects_bad_parameters(params: dict[str, object], message: str) -> None:

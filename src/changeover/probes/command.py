@@ -35,6 +35,8 @@ KEEP_BYTES = 1 << 20
 TAIL_LINES = 20
 TAIL_CHARS = 2000
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
 
 class CommandParams(ProbeParams):
     argv: list[str] = Field(
@@ -68,6 +70,14 @@ class CommandParams(ProbeParams):
     def _program_named(cls, value: list[str]) -> list[str]:
         if not value[0]:
             raise ValueError("argv[0] (the program) must not be empty")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
         return value
 
     @field_validator("stdout_regex", "stderr_regex")
