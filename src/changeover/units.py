@@ -1,4 +1,7 @@
-"""Parsing of the units people write in plans: durations (``30m``, ``-24h``) and ratios (``80%``)."""
+"""Units people write in plans: durations (``30m``, ``-24h``) and ratios (``80%``).
+
+Each is a pydantic type whose JSON Schema accepts the written form, so editors do not flag it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _DURATION = re.compile(r"^\s*([+-])?\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -56,6 +59,27 @@ Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*[+-]?\s*\d+(\.\d+)?\s*(ms|s|m|h|d|w)\s*$"},
+                {"type": "number"},
+            ],
+            "description": "a duration: 500ms, 30s, 15m, 2h, -24h, 3d, 1w (or seconds)",
+        }
+    ),
 ]
 
-Ratio = Annotated[float, BeforeValidator(parse_ratio)]
+Ratio = Annotated[
+    float,
+    BeforeValidator(parse_ratio),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%?\s*$"},
+            ],
+            "description": "a ratio: 80% or 0.8",
+        }
+    ),
+]
