@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +37,8 @@ journal_app = typer.Typer(
 )
 app.add_typer(journal_app, name="journal")
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column fallback.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PlanOption = Annotated[
@@ -51,6 +53,11 @@ PlanOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 DEFAULT_PLAN = Path("changeover.yaml")
+
+
+class ReportFormat(StrEnum):
+    md = "md"
+    json = "json"
 
 
 def _print_json(data: Any) -> None:
@@ -199,10 +206,9 @@ def status(
 @app.command()
 def report(
     plan: PlanOption = DEFAULT_PLAN,
-    format_: Annotated[
-        str,
-        typer.Option("--format", "-f", help="md or json.", click_type=click.Choice(["md", "json"])),
-    ] = "md",
+    format_: Annotated[ReportFormat, typer.Option("--format", "-f", help="md or json.")] = (
+        ReportFormat.md
+    ),
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
 ) -> None:
     """Write the runbook report: every item with its latest result, evidence and sign-offs.

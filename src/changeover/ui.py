@@ -35,24 +35,27 @@ STATE_STYLE = {
 def check_table(outcomes: list[StepOutcome], *, title: str | None = None) -> Table:
     """One row per step: stage, id, status, the plain reason, and how long it took."""
     table = Table(title=title, show_lines=False, expand=False)
-    table.add_column("stage", style="dim", no_wrap=True)
+    several_stages = len({o.stage_id for o in outcomes}) > 1
+    if several_stages:
+        table.add_column("stage", style="dim", no_wrap=True)
     table.add_column("step", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("reason / evidence", overflow="fold")
+    table.add_column("reason / evidence", overflow="fold", ratio=1)
     table.add_column("ms", justify="right", no_wrap=True)
     for outcome in outcomes:
         status = outcome.status
-        label = status.value.upper() + ("" if outcome.required else " (optional)")
+        optional_miss = not outcome.required and any(not p.result.status.ok for p in outcome.probes)
+        label = status.value.upper() + (" (optional)" if optional_miss else "")
         slowest = (
             max((p.result.duration_ms or 0.0) for p in outcome.probes) if outcome.probes else 0
         )
-        table.add_row(
-            outcome.stage_id or "",
+        cells = [
             outcome.step.id,
             Text(label, style=STATUS_STYLE[status]),
             Text(outcome.reason),
             f"{slowest:.0f}",
-        )
+        ]
+        table.add_row(*([outcome.stage_id or ""] if several_stages else []), *cells)
     counts = {s: sum(1 for o in outcomes if o.status == s) for s in Status}
     table.caption = "  ".join(f"{s.value}: {n}" for s, n in counts.items() if n) or "no checks"
     return table

@@ -19,11 +19,13 @@ from typing import Any
 
 from rich.console import Console
 
+from changeover.demo.schema import create_new_app_schema
 from changeover.engine.check import StepOutcome
 from changeover.engine.runbook import Runbook
 from changeover.plan.default import write_default_plan
 from changeover.secrets import REDACTOR
-from changeover.services import start_demo_services
+from changeover.services import Services, start_demo_services
+from changeover.services.binaries import find_postgres_bin_dir, find_redis_server
 from changeover.ui import check_table, live_progress
 
 DEMO_STAGE = "pre-deployment"
@@ -44,13 +46,17 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
             console.print(
                 "[bold]changeover demo[/] — starting embedded PostgreSQL + replica + Redis …"
             )
-        services = stack.enter_context(start_demo_services(workdir / "services"))
+        # The servers keep their files in their own temporary directories, which they make
+        # reachable for the unprivileged user PostgreSQL runs as when we are root.
+        services = stack.enter_context(start_demo_services())
         os.environ.update(services.environ())
+        create_new_app_schema(services.postgres.url)
+        described = describe(services)
         if emit:
-            emit({"event": "services", **services.describe()})
+            emit({"event": "services", **described})
         else:
-            for line in services.describe_lines():
-                console.print(f"  {line}")
+            for name, where in described.items():
+                console.print(f"  {name}: {where}")
 
         plan_path = write_default_plan(workdir, force=True)
         with Runbook.open(plan_path) as runbook:
@@ -75,17 +81,30 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
             )
         else:
             console.print(check_table(outcomes, title=f"{DEMO_STAGE}: checks of the default plan"))
+            passed = ", ".join(o.step.id for o in outcomes if o.status.ok) or "none"
             console.print(
-                f"{summary['pass']} passed, {summary['fail']} failed, {summary['error']} errors, "
-                f"{summary['warn']} warnings. Checks against the embedded PostgreSQL and Redis pass;"
-                " failures name what this machine does not have (Go toolchain, registry, Prometheus,"
-                " the apps) — what `changeover check` would tell you on the night."
+                f"{summary['pass']} passed, {summary['warn']} warned, {summary['fail']} failed, "
+                f"{summary['error']} could not run. Passed: {passed}. The failures name what this"
+                " machine does not have (apps, Go toolchain, registry, Prometheus, secrets) —"
+                " what `changeover check` tells you on the night."
             )
             console.print(
                 f"journal: {verified.count} events, chain ok={verified.ok}; plan: {plan_path}"
                 f" ({time.monotonic() - started:.1f}s)"
             )
     return 0
+
+
+def describe(services: Services) -> dict[str, str]:
+    """Where each embedded server listens and which binaries it runs (no passwords)."""
+    pg_bin = find_postgres_bin_dir()
+    redis_bin = find_redis_server()
+    return {
+        "postgres": f"127.0.0.1:{services.postgres.port} (PostgreSQL {services.postgres.version}"
+        f", {pg_bin})",
+        "replica": f"127.0.0.1:{services.replica.port} (streaming from the primary)",
+        "redis": f"127.0.0.1:{services.redis.port} ({redis_bin})",
+    }
 
 
 def _summary(outcomes: list[StepOutcome]) -> dict[str, int]:
