@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
-from changeover.demo.schema import create_new_app_schema
+from changeover.demo.prepare import prepare_demo_servers
 from changeover.engine.check import StepOutcome
 from changeover.engine.runbook import Runbook
 from changeover.plan.default import write_default_plan
@@ -50,7 +50,7 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
         # reachable for the unprivileged user PostgreSQL runs as when we are root.
         services = stack.enter_context(start_demo_services())
         os.environ.update(services.environ())
-        create_new_app_schema(services.postgres.url)
+        prepare_demo_servers(services.postgres.url, services.redis.url)
         described = describe(services)
         if emit:
             emit({"event": "services", **described})

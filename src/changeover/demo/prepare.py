@@ -1,8 +1,9 @@
-"""The new app's schema in the demo database: what the Go app's own migrations would create.
+"""Make the demo's embedded servers look like production ones a team has prepared.
 
-Tables ``users``, ``sessions`` and ``orders`` with primary keys and an index on every foreign
-key, so the default plan's ``postgres.schema`` and ``postgres.indexes`` checks have a real
-schema to inspect. Idempotent.
+The new app's schema (what the Go app's own migrations would create: ``users``, ``sessions``
+and ``orders`` with primary keys and an index on every foreign key), the slow query log, and a
+Redis memory limit with an evicting policy — so the default plan's database and cache checks
+inspect a realistic setup rather than bare servers. Idempotent.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import psycopg
+import redis
 
 from changeover.errors import ServiceError
 
@@ -35,6 +37,23 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_user_id_idx ON orders (user_id);
 """
+
+
+def prepare_demo_servers(pg_url: str, redis_url: str) -> None:
+    create_new_app_schema(pg_url)
+    try:
+        with psycopg.connect(pg_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute("ALTER SYSTEM SET log_min_duration_statement = '250ms'")
+            conn.execute("SELECT pg_reload_conf()")
+    except psycopg.Error as exc:
+        raise ServiceError(f"cannot configure the demo PostgreSQL: {exc}") from exc
+    try:
+        client = redis.Redis.from_url(redis_url, socket_timeout=10)
+        client.config_set("maxmemory", "64mb")
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        client.close()
+    except redis.RedisError as exc:
+        raise ServiceError(f"cannot configure the demo Redis: {exc}") from exc
 
 
 def create_new_app_schema(url: str) -> None:
