@@ -218,13 +218,14 @@ class SqlJournal(ABC):
         newest_first: bool = False,
     ) -> list[StoredRow]:
         p = self.placeholder
-        where, params = [f"seq > {p}"], [after]
+        where = [f"seq > {p}"]
+        params: list[Any] = [after]
         if before is not None:
             where.append(f"seq < {p}")
             params.append(before)
         if kinds is not None:
             where.append(f"kind IN ({', '.join([p] * len(kinds))})")
-            params.extend(check_kind(kind) for kind in kinds)  # type: ignore[misc]
+            params.extend(check_kind(kind) for kind in kinds)
         order = "DESC" if newest_first else "ASC"
         sql = (
             f"SELECT {COLUMNS} FROM {EVENTS_TABLE} WHERE {' AND '.join(where)} "
