@@ -85,6 +85,21 @@ def test_primary_has_the_settings_the_probes_need(pg_primary: PostgresServer) ->
     assert ("pg_stat_statements" in preload) == ships_extension
 
 
+def test_pg_stat_statements_records_statements_when_shipped(
+    pg_primary: PostgresServer, pg_url: str
+) -> None:
+    if "shared_preload_libraries" not in pg_primary.settings:
+        pytest.skip(f"the PostgreSQL in {pg_primary.bin_dir} does not ship pg_stat_statements")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_stat_statements")
+        conn.execute("SELECT 4242 AS marker")
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_statements WHERE query LIKE %s", ("%marker%",)
+        ).fetchone()
+    assert row is not None
+    assert row[0] >= 1
+
+
 def test_primary_runs_as_an_unprivileged_user(pg_primary: PostgresServer) -> None:
     postmaster = psutil.Process(pg_primary.pid)
     assert postmaster.uids().real != 0

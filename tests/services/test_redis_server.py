@@ -9,6 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from changeover.errors import ServiceError, UsageError
 from changeover.services import (
@@ -62,7 +64,9 @@ def test_password_is_required_when_asked(executable: Path) -> None:
         with redis.Redis.from_url(server.url) as client:
             assert client.ping() is True
         with (
-            redis.Redis(host="127.0.0.1", port=server.port) as anonymous,
+            redis.Redis(
+                host="127.0.0.1", port=server.port, retry=Retry(NoBackoff(), 0)
+            ) as anonymous,
             pytest.raises(redis.AuthenticationError),
         ):
             anonymous.ping()

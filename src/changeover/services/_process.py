@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, BinaryIO
 
 import psutil
 
@@ -146,6 +146,17 @@ def failure(message: str, *, binary: Path | str, log_path: Path) -> ServiceError
     )
 
 
+def _reason(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def _open_log(path: Path) -> BinaryIO:
+    try:
+        return path.open("ab")
+    except OSError as exc:
+        raise ServiceError(f"cannot write the log file {path}: {exc.strerror or exc}") from exc
+
+
 def _popen_kwargs(account: Account | None) -> dict[str, Any]:
     if account is None:
         return {}
@@ -198,7 +209,7 @@ def run_tool(
     The tool runs in its own session; if it overruns or we are interrupted, its whole process
     group is killed, so no half-finished initdb keeps running behind us.
     """
-    with log_path.open("ab") as log_file:
+    with _open_log(log_path) as log_file:
         try:
             process = subprocess.Popen(
                 [str(arg) for arg in argv],
@@ -210,8 +221,8 @@ def run_tool(
                 start_new_session=True,
                 **_popen_kwargs(account),
             )
-        except OSError as exc:
-            raise ServiceError(f"could not run {argv[0]}: {exc.strerror or exc}") from exc
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ServiceError(f"could not run {argv[0]}: {_reason(exc)}") from exc
     try:
         code = process.wait(timeout)
     except subprocess.TimeoutExpired as exc:
@@ -256,8 +267,8 @@ class ManagedProcess:
         self.log_path = log_path
         self._stop_signal = stop_signal
         self._lock = threading.RLock()
-        self._log_offset = log_path.stat().st_size if log_path.exists() else 0
-        with log_path.open("ab") as log_file:
+        with _open_log(log_path) as log_file:
+            self._log_offset = log_file.tell()
             try:
                 self._popen = subprocess.Popen(
                     [str(arg) for arg in argv],
@@ -270,8 +281,8 @@ class ManagedProcess:
                     preexec_fn=_death_signal(death_signal),
                     **_popen_kwargs(account),
                 )
-            except OSError as exc:
-                raise ServiceError(f"could not run {self.binary}: {exc.strerror or exc}") from exc
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise ServiceError(f"could not run {self.binary}: {_reason(exc)}") from exc
         self._token = register_cleanup(self.stop)
         log.debug("started %s (pid %d): %s", name, self.pid, self.binary)
 

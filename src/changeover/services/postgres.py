@@ -292,14 +292,13 @@ def start_postgres(
     try:
         _initdb(exec_dir, layout, account, password)
         version = _read_version(layout.data)
-        (layout.data / "pg_hba.conf").write_text(_PG_HBA.format(user=USER))
-        with (layout.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# Added by changeover: the settings of this throwaway server.\n")
-            conf.write("include_if_exists 'changeover.conf'\n")
+        _configure_cluster(layout.data)
         server_settings = _base_settings(exec_dir, version) | extra
         process, port = _launch(exec_dir, layout, account, password, server_settings, timeout)
-    except BaseException:
+    except BaseException as exc:
         layout.discard_failed()
+        if not isinstance(exc, ServiceError):  # interrupted: no error message points here
+            layout.discard()
         raise
     return PostgresServer(
         layout=layout,
@@ -368,10 +367,12 @@ def start_replica(
             goal="streaming from the primary",
             timeout=timeout,
         )
-    except BaseException:
+    except BaseException as exc:
         if process is not None:
             process.stop()
         layout.discard_failed()
+        if not isinstance(exc, ServiceError):  # interrupted: no error message points here
+            layout.discard()
         raise
     return PostgresServer(
         layout=layout,
@@ -471,6 +472,17 @@ def _initdb(exec_dir: Path, layout: _Layout, account: Account | None, password: 
         )
     finally:
         pwfile.unlink(missing_ok=True)
+
+
+def _configure_cluster(data_dir: Path) -> None:
+    """Our pg_hba.conf, and postgresql.conf reading the settings we rewrite at every start."""
+    try:
+        (data_dir / "pg_hba.conf").write_text(_PG_HBA.format(user=USER))
+        with (data_dir / "postgresql.conf").open("a") as conf:
+            conf.write("\n# Added by changeover: the settings of this throwaway server.\n")
+            conf.write("include_if_exists 'changeover.conf'\n")
+    except OSError as exc:
+        raise ServiceError(f"cannot configure PostgreSQL in {data_dir}: {exc}") from exc
 
 
 def _read_version(data_dir: Path) -> int:

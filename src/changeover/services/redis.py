@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from changeover.errors import ServiceError, UsageError
 from changeover.secrets import REDACTOR
@@ -177,9 +179,11 @@ def _start(
     base, owned = _make_base(workdir)
     try:
         process, port = _launch(executable, base, password, extra, primary, timeout)
-    except BaseException:
+    except BaseException as exc:
         # Keep redis.log, which the error names; the configuration holds the password.
         (base / "redis.conf").unlink(missing_ok=True)
+        if owned and not isinstance(exc, ServiceError):  # interrupted: nothing points here
+            shutil.rmtree(base, ignore_errors=True)
         raise
     return RedisServer(
         base=base,
@@ -319,6 +323,9 @@ def _client(port: int, password: str | None, db: int = 0) -> redis.Redis:
         db=db,
         socket_connect_timeout=2,
         socket_timeout=5,
+        # redis-py retries failed connections (even a refused password) with backoff; the
+        # readiness poll has its own loop and deadline, and a local server needs no retries.
+        retry=Retry(NoBackoff(), 0),
     )
 
 
