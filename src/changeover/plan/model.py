@@ -36,7 +36,8 @@ from changeover.units import Duration, format_duration, parse_duration
 
 Loc = tuple[str | int, ...]
 
-Id = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+_ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+Id = Annotated[str, Field(pattern=_ID_PATTERN, max_length=64)]
 
 
 class _Model(BaseModel):
@@ -455,6 +456,26 @@ def _path(loc: Loc) -> str:
     return out
 
 
+# What a pydantic type error expected, in the operator's words ("expected an integer").
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "datetime_type": "a date and time like 2026-12-01T02:00:00Z",
+    "datetime_parsing": "a date and time like 2026-12-01T02:00:00Z",
+    "datetime_from_date_parsing": "a date and time like 2026-12-01T02:00:00Z",
+}
+
+
 def _pydantic_message(err: Any) -> str:
     """pydantic's message, phrased for an operator: what was expected, what was found."""
     kind = err["type"]
@@ -462,14 +483,30 @@ def _pydantic_message(err: Any) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
-    message = str(err["msg"])
+    ctx = err.get("ctx") or {}
+    if kind in _EXPECTED:
+        message = f"expected {_EXPECTED[kind]}"
+    elif kind == "literal_error":
+        message = f"expected {ctx.get('expected')}"
+    elif kind == "string_pattern_mismatch" and ctx.get("pattern") == _ID_PATTERN:
+        message = "an id is lowercase letters, digits and dashes, e.g. 'pg-ready'"
+    else:
+        message = str(err["msg"])
     if message.startswith("Value error, "):
         message = message[len("Value error, ") :]
-    if "input" in err and kind not in ("model_type", "dict_type") and err["input"] is not None:
-        shown = repr(err["input"])
-        if len(shown) <= 60:
+    # Only a single value is worth repeating; a mapping or list is in the file at that line.
+    if isinstance(err.get("input"), str | int | float | datetime):
+        shown = _shown(err["input"])
+        # Validators such as parse_duration already quote the value they were given.
+        if len(shown) <= 60 and shown not in message:
             message += f" (got {shown})"
     return message
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return repr(value)
 
 
 __all__ = [
