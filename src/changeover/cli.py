@@ -4,6 +4,9 @@ Each command is a few lines over a library call; everything printed as a table c
 as ``--json``. ``main`` is the error boundary: a ``ChangeoverError`` becomes its message on
 stderr and its exit code (0 ok, 1 a required check failed, 2 bad input, 3 environment failure,
 4 journal tampering detected, 130 interrupted) — never a traceback.
+
+Built on click directly: typer 0.29 vendors its own copy of click, and mixing the two breaks
+exception handling at the boundary.
 """
 
 from __future__ import annotations
@@ -11,53 +14,34 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import click
-import typer
 from rich.console import Console
 
 from changeover import __version__
 from changeover.errors import ChangeoverError
 from changeover.secrets import REDACTOR
 
-app = typer.Typer(
-    name="changeover",
-    help="Run a production cutover as an executable runbook: checks, sign-offs, journal, report.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-journal_app = typer.Typer(
-    help="Verify or export the journal (the hash-chained log of everything done).",
-    no_args_is_help=True,
-)
-app.add_typer(journal_app, name="journal")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DEFAULT_PLAN = "changeover.yaml"
 
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column fallback.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-PlanOption = Annotated[
-    Path,
-    typer.Option(
-        "--plan",
-        "-p",
-        envvar="CHANGEOVER_PLAN",
-        help="Plan file (env CHANGEOVER_PLAN).",
-        show_default=True,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-DEFAULT_PLAN = Path("changeover.yaml")
-
-
-class ReportFormat(StrEnum):
-    md = "md"
-    json = "json"
+plan_option = click.option(
+    "--plan",
+    "-p",
+    "plan",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=DEFAULT_PLAN,
+    show_default=True,
+    envvar="CHANGEOVER_PLAN",
+    help="Plan file (env CHANGEOVER_PLAN).",
+)
+json_option = click.option("--json", "json_", is_flag=True, help="Print JSON instead of a table.")
 
 
 def _print_json(data: Any) -> None:
@@ -65,11 +49,27 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(text + "\n")
 
 
-@app.command()
-def init(
-    directory: Annotated[Path, typer.Argument(help="Where to write changeover.yaml.")] = Path("."),
-    force: Annotated[bool, typer.Option(help="Overwrite an existing changeover.yaml.")] = False,
-) -> None:
+class _RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return REDACTOR.scrub(super().format(record))
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="changeover")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logging (secrets are scrubbed).")
+def cli(verbose: bool) -> None:
+    """Run a production cutover as an executable runbook: checks, sign-offs, journal, report."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), default=".")
+@click.option("--force", is_flag=True, help="Overwrite an existing changeover.yaml.")
+def init(directory: Path, force: bool) -> None:
     """Write changeover.yaml: the complete default plan made from the seed checklist.
 
     Example: changeover init ./cutover
@@ -80,11 +80,10 @@ def init(
     out.print(f"wrote {path} — edit systems and contacts, then: changeover validate {path}")
 
 
-@app.command()
-def validate(
-    plan: Annotated[Path, typer.Argument(help="Plan file.")] = DEFAULT_PLAN,
-    json_: JsonOption = False,
-) -> None:
+@cli.command()
+@click.argument("plan", type=click.Path(path_type=Path, dir_okay=False), default=DEFAULT_PLAN)
+@json_option
+def validate(plan: Path, json_: bool) -> None:
     """Validate a plan; errors name file:line:col and exit 2.
 
     Example: changeover validate changeover.yaml
@@ -99,12 +98,9 @@ def validate(
         out.print(f"{plan}: valid — {len(loaded.plan.stages)} stages, {len(steps)} steps")
 
 
-@app.command()
-def schema(
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")
-    ] = None,
-) -> None:
+@cli.command()
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file.")
+def schema(output: Path | None) -> None:
     """Print the plan's JSON Schema (for editor completion).
 
     Example: changeover schema -o changeover.schema.json
@@ -119,17 +115,14 @@ def schema(
         out.print(f"wrote {output}")
 
 
-@app.command()
+@cli.command()
+@plan_option
+@click.option("--stage", "stages", multiple=True, help="Only this stage (repeatable).")
+@click.option("--step", "steps", multiple=True, help="Only this step (repeatable).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True)
+@json_option
 def check(
-    plan: PlanOption = DEFAULT_PLAN,
-    stage: Annotated[
-        list[str] | None, typer.Option("--stage", help="Only this stage (repeatable).")
-    ] = None,
-    step: Annotated[
-        list[str] | None, typer.Option("--step", help="Only this step (repeatable).")
-    ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Probes run at once.")] = 16,
-    json_: JsonOption = False,
+    plan: Path, stages: tuple[str, ...], steps: tuple[str, ...], concurrency: int, json_: bool
 ) -> None:
     """Run the plan's automated checks in parallel and journal every result.
 
@@ -137,36 +130,31 @@ def check(
 
     Example: changeover check --stage pre-deployment
     """
+    from changeover.engine.check import exit_code
     from changeover.engine.runbook import Runbook
     from changeover.ui import check_table, live_progress
 
-    with Runbook.open(plan) as runbook:
-        show_live = not json_ and out.is_terminal
-        with live_progress(out, enabled=show_live) as progress:
-            outcomes = runbook.check(
-                stage_ids=stage or (),
-                step_ids=step or (),
-                concurrency=concurrency,
-                progress=progress,
-            )
-    from changeover.engine.check import exit_code
-
+    live = live_progress(out, enabled=not json_ and out.is_terminal)
+    with Runbook.open(plan) as runbook, live as progress:
+        outcomes = runbook.check(
+            stage_ids=stages, step_ids=steps, concurrency=concurrency, progress=progress
+        )
+    code = exit_code(outcomes)
     if json_:
-        _print_json({"results": [o.to_json() for o in outcomes], "exit_code": exit_code(outcomes)})
+        _print_json({"results": [o.to_json() for o in outcomes], "exit_code": code})
     else:
         out.print(check_table(outcomes))
-    raise typer.Exit(exit_code(outcomes))
+    sys.exit(code)
 
 
-@app.command()
-def signoff(
-    step: Annotated[str, typer.Argument(help="Id of the step to sign off.")],
-    by: Annotated[str, typer.Option("--by", help="Who signs off.")],
-    note: Annotated[str | None, typer.Option("--note", help="Why / what was checked.")] = None,
-    plan: PlanOption = DEFAULT_PLAN,
-    json_: JsonOption = False,
-) -> None:
-    """Sign off a step (a manual item, or accept a failed check) — journaled with who and when.
+@cli.command()
+@click.argument("step")
+@click.option("--by", required=True, help="Who signs off.")
+@click.option("--note", help="Why / what was checked.")
+@plan_option
+@json_option
+def signoff(step: str, by: str, note: str | None, plan: Path, json_: bool) -> None:
+    """Sign off a step (a manual item, or accept a failed check), journaled with who and when.
 
     Example: changeover signoff war-room --by "Ana (deployment lead)" --note "bridge open"
     """
@@ -180,14 +168,11 @@ def signoff(
         out.print(f"signed off {step} by {by} (journal event {event.seq})")
 
 
-@app.command()
-def status(
-    plan: PlanOption = DEFAULT_PLAN,
-    all_: Annotated[
-        bool, typer.Option("--all", help="List every step, not only open ones.")
-    ] = False,
-    json_: JsonOption = False,
-) -> None:
+@cli.command()
+@plan_option
+@click.option("--all", "all_", is_flag=True, help="List every step, not only open ones.")
+@json_option
+def status(plan: Path, all_: bool, json_: bool) -> None:
     """Show what is done, failed, due now and overdue, relative to cutover_at.
 
     Example: changeover status --all
@@ -203,14 +188,13 @@ def status(
         status_view(out, state, show_all=all_)
 
 
-@app.command()
-def report(
-    plan: PlanOption = DEFAULT_PLAN,
-    format_: Annotated[ReportFormat, typer.Option("--format", "-f", help="md or json.")] = (
-        ReportFormat.md
-    ),
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write.")] = None,
-) -> None:
+@cli.command()
+@plan_option
+@click.option(
+    "--format", "-f", "format_", type=click.Choice(["md", "json"]), default="md", show_default=True
+)
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file.")
+def report(plan: Path, format_: str, output: Path | None) -> None:
     """Write the runbook report: every item with its latest result, evidence and sign-offs.
 
     Example: changeover report --format md -o REPORT.md
@@ -221,11 +205,8 @@ def report(
     with Runbook.open(plan) as runbook:
         state = runbook.state()
         head = runbook.journal.verify().head_hash
-    text = (
-        report_json(state, journal_head=head)
-        if format_ == "json"
-        else report_markdown(state, journal_head=head)
-    )
+    render = report_json if format_ == "json" else report_markdown
+    text = render(state, journal_head=head)
     if output is None:
         sys.stdout.write(text)
     else:
@@ -233,9 +214,16 @@ def report(
         out.print(f"wrote {output}")
 
 
-@journal_app.command("verify")
-def journal_verify(plan: PlanOption = DEFAULT_PLAN, json_: JsonOption = False) -> None:
-    """Check the journal's hash chain; exit 4 and name the first bad event if it was tampered with.
+@cli.group(context_settings=CONTEXT)
+def journal() -> None:
+    """Verify or export the journal (the hash-chained log of everything done)."""
+
+
+@journal.command("verify")
+@plan_option
+@json_option
+def journal_verify(plan: Path, json_: bool) -> None:
+    """Check the journal's hash chain; exit 4 naming the first bad event if it was tampered with.
 
     Example: changeover journal verify
     """
@@ -244,28 +232,19 @@ def journal_verify(plan: PlanOption = DEFAULT_PLAN, json_: JsonOption = False) -
     with Runbook.open(plan) as runbook:
         result = runbook.journal.verify()
     if json_:
-        _print_json(
-            {
-                "ok": result.ok,
-                "count": result.count,
-                "head_hash": result.head_hash,
-                "first_bad_seq": result.first_bad_seq,
-                "problem": result.problem,
-            }
-        )
+        _print_json(result.to_json())
     elif result.ok:
         out.print(f"journal ok: {result.count} events, head {result.head_hash}")
     else:
-        err.print(f"journal TAMPERED: {result.problem}")
+        err.print(f"journal TAMPERED: {result.problem}", markup=False)
     if not result.ok:
-        raise typer.Exit(4)
+        sys.exit(4)
 
 
-@journal_app.command("export")
-def journal_export(
-    plan: PlanOption = DEFAULT_PLAN,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file.")] = None,
-) -> None:
+@journal.command("export")
+@plan_option
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="JSONL file to write.")
+def journal_export(plan: Path, output: Path | None) -> None:
     """Write every journal event as JSON Lines.
 
     Example: changeover journal export -o journal.jsonl
@@ -275,22 +254,20 @@ def journal_export(
     with Runbook.open(plan) as runbook:
         if output is None:
             runbook.journal.export(sys.stdout)
-        else:
-            with output.open("w", encoding="utf-8") as fp:
-                runbook.journal.export(fp)
-            out.print(f"wrote {output}")
+            return
+        with output.open("w", encoding="utf-8") as fp:
+            count = runbook.journal.export(fp)
+    out.print(f"wrote {count} events to {output}")
 
 
-@app.command()
-def demo(
-    json_: Annotated[
-        bool, typer.Option("--json", help="Progress and result as JSON lines.")
-    ] = False,
-    workdir: Annotated[
-        Path | None,
-        typer.Option(help="Keep the demo's plan and journal here (default: a temporary dir)."),
-    ] = None,
-) -> None:
+@cli.command()
+@click.option("--json", "json_", is_flag=True, help="Progress and results as JSON lines.")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Keep the demo's plan and journal here (default: a temporary directory).",
+)
+def demo(json_: bool, workdir: Path | None) -> None:
     """Start embedded PostgreSQL (+ replica) and Redis and run the default plan's checks.
 
     Example: changeover demo
@@ -300,54 +277,24 @@ def demo(
     run_demo(out, json_output=json_, workdir=workdir)
 
 
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"changeover {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
-) -> None:
-    _configure_logging(verbose)
-
-
-class _RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return REDACTOR.scrub(super().format(record))
-
-
-def _configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: the error boundary and exit codes."""
-    command = typer.main.get_command(app)
     try:
-        result = command.main(args=argv, prog_name="changeover", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+        result = cli.main(args=argv, prog_name="changeover", standalone_mode=False)
     except click.exceptions.Abort:
         err.print("interrupted")
         return 130
     except click.ClickException as exc:
-        err.print(f"error: {REDACTOR.scrub(exc.format_message())}")
-        return 2
+        err.print(f"error: {REDACTOR.scrub(exc.format_message())}", markup=False)
+        return 2  # every click error is a problem with the command line: bad input
     except ChangeoverError as exc:
         err.print(f"error: {REDACTOR.scrub(str(exc))}", markup=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
     return result if isinstance(result, int) else 0
 
 

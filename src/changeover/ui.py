@@ -44,8 +44,8 @@ def check_table(outcomes: list[StepOutcome], *, title: str | None = None) -> Tab
     table.add_column("ms", justify="right", no_wrap=True)
     for outcome in outcomes:
         status = outcome.status
-        optional_miss = not outcome.required and any(not p.result.status.ok for p in outcome.probes)
-        label = status.value.upper() + (" (optional)" if optional_miss else "")
+        missed = any(not p.result.status.ok for p in outcome.probes)
+        label = status.value.upper() + (" (optional)" if missed and status == Status.WARN else "")
         slowest = (
             max((p.result.duration_ms or 0.0) for p in outcome.probes) if outcome.probes else 0
         )

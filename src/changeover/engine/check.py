@@ -44,14 +44,19 @@ class StepOutcome:
 
     @property
     def status(self) -> Status:
-        return step_status(self.probes)
+        """The step's verdict; an optional step's failure is reported as a warning."""
+        status = step_status(self.probes)
+        if not self.step.required and not status.ok:
+            return Status.WARN
+        return status
 
     @property
     def reason(self) -> str:
-        worst = [p for p in self.probes if p.result.status == self.status]
-        if self.status == Status.PASS:
+        if all(p.result.status == Status.PASS for p in self.probes):
             return "; ".join(p.result.reason for p in self.probes)
-        return "; ".join(f"{p.probe}: {p.result.reason}" for p in worst)
+        worst = max(_SEVERITY[p.result.status] for p in self.probes)
+        shown = [p for p in self.probes if _SEVERITY[p.result.status] == worst]
+        return "; ".join(f"{p.probe}: {p.result.reason}" for p in shown)
 
     @property
     def required(self) -> bool:

@@ -167,7 +167,7 @@ class ProbeContext:
         return system
 
     def secret(self, value: Any, *, what: str) -> str:
-        """Resolve a secret reference (``${VAR}`` string or ``{file: ...}``) at the moment of use."""
+        """Resolve a secret reference (``${VAR}`` or ``{file: ...}``) at the moment of use."""
         from changeover.plan.secretref import resolve_ref
 
         return resolve_ref(value, base=self.base_dir, environ=self.environ, what=what)
