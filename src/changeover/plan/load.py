@@ -525,7 +525,7 @@ def _error_issue(err: Any, spot: _Spot, filename: str) -> PlanIssue:
         return _issue(spot, spot.anchor, "required key is missing", filename)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return _kind_issue(err, spot, filename)
-    position = spot.key_pos or spot.anchor if spot.names_key else spot.anchor
+    position = (spot.key_pos or spot.anchor) if spot.names_key else spot.anchor
     return _issue(spot, position, _pydantic_message(err), filename)
 
 
@@ -543,11 +543,13 @@ def _kind_issue(err: Any, spot: _Spot, filename: str) -> PlanIssue:
     expected = str(ctx.get("expected_tags") or ", ".join(KINDS)).replace("'", "")
     node = spot.node
     if err["type"] == "union_tag_not_found" or not isinstance(node, CommentedMap):
-        name = spot.path[-1] if spot.path else "this"
-        message = (
-            f"system {name!r} needs a {discriminator} ({expected}), "
-            f"or a name that is a {discriminator}"
-        )
+        if len(spot.path) == 2 and spot.path[0] == "systems":
+            message = (
+                f"system {spot.path[1]!r} needs a {discriminator} ({expected}), "
+                f"or a name that is a {discriminator}"
+            )
+        else:
+            message = f"needs a {discriminator} ({expected})"
         return _issue(spot, spot.anchor, message, filename)
     tag = str(ctx.get("tag"))
     hint = suggest(tag, expected.split(", "))
@@ -583,7 +585,7 @@ def _reference_issues(
         spot = _walk(tree, loc)
         if spot.path and _is_call(spot.path[:-1]) and spot.path[-1] == loc[-1]:
             spot.names_key = True  # an unknown probe or action: the key is the name
-        position = spot.key_pos or spot.anchor if spot.names_key else spot.anchor
+        position = (spot.key_pos or spot.anchor) if spot.names_key else spot.anchor
         issues.append(_issue(spot, position, message, filename))
     return issues
 
