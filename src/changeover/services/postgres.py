@@ -62,9 +62,10 @@ _FAST_SHUTDOWN = signal.SIGINT
 _IMMEDIATE_SHUTDOWN = signal.SIGQUIT
 
 _PG_HBA = """\
-# Written by changeover: password (scram-sha-256) logins for {user} only, from loopback only.
-local   all             {user}                                  scram-sha-256
-host    all             {user}          127.0.0.1/32            scram-sha-256
+# Written by changeover: password (scram-sha-256) logins from loopback only. Any role may log
+# in (tests and demos create application roles); replication only for {user}.
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
 host    replication     {user}          127.0.0.1/32            scram-sha-256
 """
 
