@@ -49,7 +49,7 @@ def check_table(outcomes: list[StepOutcome], *, title: str | None = None) -> Tab
         slowest = (
             max((p.result.duration_ms or 0.0) for p in outcome.probes) if outcome.probes else 0
         )
-        cells = [
+        cells: list[str | Text] = [
             outcome.step.id,
             Text(label, style=STATUS_STYLE[status]),
             Text(outcome.reason),

@@ -171,7 +171,7 @@ class Step(_Model):
     def kind(self) -> Literal["check", "action", "gate", "manual"]:
         for kind in ("check", "action", "gate", "manual"):
             if getattr(self, kind) is not None:
-                return kind  # type: ignore[return-value]
+                return kind
         raise AssertionError("validated steps have a kind")
 
     @property
@@ -375,11 +375,12 @@ def _reference_problems(plan: Plan) -> Iterator[tuple[Loc, str]]:
             yield ("stages", si, "id"), f"duplicate id {stage.id!r}"
         seen.setdefault(stage.id, ("stages", si, "id"))
         if stage.phase is not None:
+            instances = [i.name for i in _instances(plan)]
             for di, name in enumerate(stage.phase.deploy):
-                if not any(name == i.name for i in _instances(plan)):
+                if name not in instances:
                     yield (
                         ("stages", si, "phase", "deploy", di),
-                        f"unknown instance {name!r}{suggest(name, [i.name for i in _instances(plan)])}",
+                        f"unknown instance {name!r}{suggest(name, instances)}",
                     )
             decision = stage.phase.decision
             if decision is not None and decision.role is not None and decision.role not in roles:
@@ -434,9 +435,10 @@ def _probe_problems(
         yield where + (call.probe, "system"), _unknown_system(system, plan)
     elif probe.system_kinds and plan.systems[system].kind not in probe.system_kinds:
         kind = plan.systems[system].kind
+        wanted = " or ".join(probe.system_kinds)
         yield (
             where + (call.probe, "system"),
-            f"system {system!r} is a {kind}; {call.probe} needs a {' or '.join(probe.system_kinds)}",
+            f"system {system!r} is a {kind}; {call.probe} needs a {wanted}",
         )
 
 
