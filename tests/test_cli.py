@@ -185,3 +185,32 @@ def test_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert "postgres.connect" in out
     json.loads(out)
+
+
+_GOOD_STEP = "          - {id: a, title: A, manual: {role: lead}}\n"
+PLAN_MISTAKES = {
+    "yaml syntax": "          - {id: a, title: A, manual: {role: lead}\n",
+    "unknown key": "          - {id: a, title: A, manual: {role: lead}, tittle: x}\n",
+    "missing title": "          - {id: a, manual: {role: lead}}\n",
+    "two kinds": "          - {id: a, title: A, manual: {role: lead}, action: {deploy: {}}}\n",
+    "unknown probe": "          - {id: a, title: A, check: {postgress.connect: {system: pg}}}\n",
+    "bad parameter": "          - {id: a, title: A, check: {tcp: {open: 5432}}}\n",
+    "unknown system": "          - {id: a, title: A, check: {postgres.connect: {system: pgx}}}\n",
+    "unknown role": "          - {id: a, title: A, manual: {role: dba}}\n",
+    "duplicate id": _GOOD_STEP + _GOOD_STEP,
+    "bad id": "          - {id: A B, title: A, manual: {role: lead}}\n",
+    "bad duration": "          - {id: a, title: A, gate: {metric: error_rate, below: 1%, sustained: 2 minutes}}\n",
+    "gate without condition": "          - {id: a, title: A, gate: {metric: error_rate}}\n",
+    "unknown action": "          - {id: a, title: A, action: {deploi: {}}}\n",
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(PLAN_MISTAKES))
+def test_each_kind_of_plan_mistake_exits_2_with_file_line_col(
+    mistake: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _minimal_plan(tmp_path, PLAN_MISTAKES[mistake])
+    code, _, err = _run(capsys, "validate", str(plan))
+    assert code == 2, err
+    assert re.search(r"changeover\.yaml:\d+:\d+: ", err), err
+    assert "Traceback" not in err

@@ -1,0 +1,54 @@
+"""``changeover demo`` end to end: a real subprocess, real embedded servers, JSON progress."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+DB_CHECKS = {
+    "pg-provisioned",
+    "pg-replication-setup",
+    "pg-schema-created",
+    "pg-indexes-created",
+    "pg-pool-configured",
+    "pg-replication-configured",
+    "pg-slow-query-log",
+}
+
+
+def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "changeover.cli", "demo", "--json", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["starting", "services", "checks", "done"]
+
+    services = events[1]
+    assert {"postgres", "replica", "redis"} <= set(services)
+    results = {r["step"]: r for r in events[2]["results"]}
+    assert len(results) >= 30, "the whole pre-deployment stage ran"
+    for step in DB_CHECKS:
+        assert results[step]["status"] == "pass", results[step]
+    assert results["redis-deployed"]["status"] in ("pass", "fail")  # ran, with a verdict
+    done = events[3]
+    assert done["journal_ok"] is True
+    assert done["journal_events"] == len(results) + 1  # + plan.loaded
+    assert (tmp_path / "changeover.yaml").is_file()
+    assert (tmp_path / ".changeover" / "journal.db").is_file()
+
+    # nothing the demo started is left running: its servers' ports are closed again
+    for name in ("postgres", "replica", "redis"):
+        port = int(re.match(r"127\.0\.0\.1:(\d+)", services[name]).group(1))  # type: ignore[union-attr]
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"{name} still listening on {port}"
