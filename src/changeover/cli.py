@@ -169,6 +169,58 @@ def signoff(step: str, by: str, note: str | None, plan: Path, json_: bool) -> No
 
 
 @cli.command()
+@click.argument("text")
+@click.option("--by", required=True, help="Who writes the note.")
+@plan_option
+def note(text: str, by: str, plan: Path) -> None:
+    """Add a note to the journal (the checklist's "space for cutover notes"); shown in reports.
+
+    Example: changeover note "DNS TTL lowered to 60s" --by Ana
+    """
+    from changeover.engine.runbook import Runbook
+
+    with Runbook.open(plan) as runbook:
+        event = runbook.note(text, by=by)
+    out.print(f"noted (journal event {event.seq})")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@json_option
+def probes(name: str | None, json_: bool) -> None:
+    """List the probes a plan can use, or one probe's parameters.
+
+    Example: changeover probes postgres.replication
+    """
+    from changeover.probes.base import load_all
+    from changeover.ui import probe_table, probe_view
+
+    registry = load_all()
+    if name is not None and name not in registry:
+        from changeover.errors import UsageError
+        from changeover.plan.model import suggest
+
+        raise UsageError(f"unknown probe {name!r}{suggest(name, registry)}")
+    chosen = [registry[name]] if name else [registry[n] for n in sorted(registry)]
+    if json_:
+        _print_json(
+            [
+                {
+                    "name": p.name,
+                    "summary": p.summary,
+                    "system_kinds": list(p.system_kinds),
+                    "parameters": p.Params.model_json_schema(),
+                }
+                for p in chosen
+            ]
+        )
+    elif name:
+        probe_view(out, chosen[0])
+    else:
+        out.print(probe_table(chosen))
+
+
+@cli.command()
 @plan_option
 @click.option("--all", "all_", is_flag=True, help="List every step, not only open ones.")
 @json_option

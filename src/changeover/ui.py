@@ -5,8 +5,9 @@ Only presentation lives here; the data comes from ``engine`` (outcomes, projecti
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -130,3 +131,35 @@ def status_view(console: Console, state: RunbookState, *, show_all: bool) -> Non
         console.print(table)
     else:
         console.print("nothing due, overdue or failed (use --all to list every item)")
+
+
+def probe_table(probes: Sequence[Any]) -> Table:
+    table = Table(expand=False)
+    table.add_column("probe", no_wrap=True)
+    table.add_column("system kind", no_wrap=True)
+    table.add_column("checks", overflow="fold")
+    for probe in probes:
+        table.add_row(probe.name, " or ".join(probe.system_kinds), probe.summary)
+    return table
+
+
+def probe_view(console: Console, probe: Any) -> None:
+    """One probe: what it checks and each parameter with its type, default and meaning."""
+    console.print(f"[bold]{probe.name}[/] — {probe.summary}")
+    console.print((probe.__doc__ or "").strip())
+    table = Table(expand=False)
+    table.add_column("parameter", no_wrap=True)
+    table.add_column("default", overflow="fold")
+    table.add_column("meaning", overflow="fold")
+    for name, field in probe.Params.model_fields.items():
+        default = "(required)" if field.is_required() else _show_default(field.get_default())
+        table.add_row(name, default, field.description or "")
+    console.print(table)
+
+
+def _show_default(value: Any) -> str:
+    from datetime import timedelta
+
+    from changeover.units import format_duration
+
+    return format_duration(value) if isinstance(value, timedelta) else repr(value)
