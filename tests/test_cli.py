@@ -214,3 +214,26 @@ def test_each_kind_of_plan_mistake_exits_2_with_file_line_col(
     assert code == 2, err
     assert re.search(r"changeover\.yaml:\d+:\d+: ", err), err
     assert "Traceback" not in err
+
+
+def test_every_probe_is_listed_and_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "probes", "--json")
+    assert code == 0
+    names = [p["name"] for p in json.loads(out)]
+    assert len(names) >= 28
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in names:
+        assert f"`{name}`" in readme, f"probe {name} missing from the README's probe table"
+    code, out, _ = _run(capsys, "probes", "postgres.replication")
+    assert code == 0 and "max_lag" in out and "100ms" in out
+    code, _, err = _run(capsys, "probes", "postgress.connect")
+    assert code == 2 and "did you mean 'postgres.connect'" in err
+
+
+def test_notes_are_journaled_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _minimal_plan(tmp_path, _GOOD_STEP)
+    assert _run(capsys, "note", "DNS TTL lowered to 60s", "--by", "Ana", "-p", str(plan))[0] == 0
+    code, out, _ = _run(capsys, "report", "-p", str(plan))
+    assert code == 0 and "Ana: DNS TTL lowered to 60s" in out
