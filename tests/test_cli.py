@@ -199,7 +199,8 @@ PLAN_MISTAKES = {
     "unknown role": "          - {id: a, title: A, manual: {role: dba}}\n",
     "duplicate id": _GOOD_STEP + _GOOD_STEP,
     "bad id": "          - {id: A B, title: A, manual: {role: lead}}\n",
-    "bad duration": "          - {id: a, title: A, gate: {metric: error_rate, below: 1%, sustained: 2 minutes}}\n",
+    "bad duration": "          - {id: a, title: A, gate: {metric: error_rate, below: 1%, "
+    "sustained: 2 minutes}}\n",
     "gate without condition": "          - {id: a, title: A, gate: {metric: error_rate}}\n",
     "unknown action": "          - {id: a, title: A, action: {deploi: {}}}\n",
 }
