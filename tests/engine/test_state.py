@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from changeover.engine.state import State, Timing, project
 from changeover.plan.model import Plan
-from changeover.probes.base import CheckResult, Probe, ProbeContext, ProbeParams
+from changeover.probes.base import REGISTRY, CheckResult, Probe, ProbeContext, ProbeParams
 
 CUTOVER = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
 
-class _AlwaysPass(Probe[ProbeParams, None]):
-    """Passes; a stand-in so these tests need no server."""
+@pytest.fixture(scope="module", autouse=True)
+def always_pass_probe() -> Iterator[None]:
+    """``engine-test.pass``, registered only while this module runs: the registry stays clean."""
 
-    name = "engine-test.pass"
-    summary = "always passes"
-    Params = ProbeParams
+    class AlwaysPass(Probe[ProbeParams, None]):
+        """Passes; a stand-in so these tests need no server."""
 
-    async def gather(self, params: ProbeParams, ctx: ProbeContext) -> None:
-        return None
+        name = "engine-test.pass"
+        summary = "always passes"
+        Params = ProbeParams
 
-    def interpret(self, params: ProbeParams, raw: None) -> CheckResult:
-        return CheckResult.passed("ok")
+        async def gather(self, params: ProbeParams, ctx: ProbeContext) -> None:
+            return None
+
+        def interpret(self, params: ProbeParams, raw: None) -> CheckResult:
+            return CheckResult.passed("ok")
+
+    yield
+    REGISTRY.pop(AlwaysPass.name, None)
 
 
 @dataclass
