@@ -103,6 +103,12 @@ def status_view(console: Console, state: RunbookState, *, show_all: bool) -> Non
         f"[dim]{summary['later']} automated later[/]; "
         f"[bold]{summary['due']} due now[/], [bold red]{summary['overdue']} overdue[/]"
     )
+    console.print(_stage_table(state))
+    upcoming = state.next_opening()
+    if upcoming is not None:
+        stage, opens_at = upcoming
+        console.print(f"next: {stage.title} opens {opens_at.isoformat(timespec='minutes')}")
+
     table = Table(expand=False)
     table.add_column("stage", style="dim", no_wrap=True)
     table.add_column("step", no_wrap=True)
@@ -131,6 +137,24 @@ def status_view(console: Console, state: RunbookState, *, show_all: bool) -> Non
         console.print(table)
     else:
         console.print("nothing due, overdue or failed (use --all to list every item)")
+
+
+def _stage_table(state: RunbookState) -> Table:
+    table = Table(expand=False)
+    for column in ("stage", "window", "opens", "due", "done", "failed", "later", "overdue"):
+        table.add_column(column, no_wrap=True)
+    for row in state.stage_summaries():
+        table.add_row(
+            row["stage"],
+            Text(row["window"], style="bold" if row["window"] == "open" else ""),
+            (row["opens_at"] or "")[:16],
+            (row["due_at"] or "")[:16],
+            f"{row['done']}/{row['total']}",
+            Text(str(row["failed"]), style="red" if row["failed"] else ""),
+            str(row["later"]),
+            Text(str(row["overdue"]), style="bold red" if row["overdue"] else ""),
+        )
+    return table
 
 
 def probe_table(probes: Sequence[Any]) -> Table:

@@ -136,3 +136,20 @@ def test_notes_are_collected_and_other_events_ignored() -> None:
     state = project(_plan(), events, CUTOVER)
     assert state.notes[0]["text"] == "DNS TTL lowered"
     assert state.events == 2
+
+
+def test_stage_summaries_and_next_opening() -> None:
+    before = project(_plan(), [], CUTOVER - timedelta(hours=80))
+    rows = {r["stage"]: r for r in before.stage_summaries()}
+    assert rows["early"]["window"] == "upcoming"
+    assert rows["canary"]["window"] == "unscheduled"
+    assert rows["early"]["total"] == 3 and rows["early"]["later"] == 1
+    upcoming = before.next_opening()
+    assert upcoming is not None and upcoming[0].id == "early"
+    assert upcoming[1] == CUTOVER - timedelta(hours=72)
+
+    late = project(_plan(), [], CUTOVER - timedelta(hours=1))
+    rows = {r["stage"]: r for r in late.stage_summaries()}
+    assert rows["early"]["window"] == "closed"
+    assert rows["early"]["overdue"] == 3
+    assert late.next_opening() is None

@@ -110,6 +110,49 @@ class RunbookState:
         out["total"] = len(self.steps)
         return out
 
+    def stage_summaries(self) -> list[dict[str, Any]]:
+        """Per stage: its window, how many items are done, and whether it is open or late."""
+        rows = []
+        for stage in self.plan.stages:
+            items = [s for s in self.steps if s.stage is stage]
+            opens_at = items[0].opens_at if items else None
+            due_at = items[0].due_at if items else None
+            if opens_at is None:
+                window = "unscheduled"
+            elif self.now < opens_at:
+                window = "upcoming"
+            elif due_at is not None and self.now > due_at:
+                window = "closed"
+            else:
+                window = "open"
+            rows.append(
+                {
+                    "stage": stage.id,
+                    "title": stage.title,
+                    "opens_at": opens_at.isoformat() if opens_at else None,
+                    "due_at": due_at.isoformat() if due_at else None,
+                    "window": window,
+                    "total": len(items),
+                    "done": sum(1 for s in items if s.state == State.DONE),
+                    "failed": sum(1 for s in items if s.state == State.FAILED),
+                    "later": sum(1 for s in items if s.state == State.LATER),
+                    "overdue": sum(1 for s in items if s.timing == Timing.OVERDUE),
+                }
+            )
+        return rows
+
+    def next_opening(self) -> tuple[Stage, datetime] | None:
+        """The next stage whose window has not opened yet."""
+        upcoming = [
+            (s.opens_at, s.stage)
+            for s in self.steps
+            if s.stage is not None and s.opens_at is not None and s.opens_at > self.now
+        ]
+        if not upcoming:
+            return None
+        opens_at, stage = min(upcoming, key=lambda pair: pair[0])
+        return stage, opens_at
+
     def to_json(self) -> dict[str, Any]:
         return {
             "plan": self.plan.name,
@@ -117,6 +160,7 @@ class RunbookState:
             "now": self.now.isoformat(),
             "events": self.events,
             "summary": self.summary(),
+            "stages": self.stage_summaries(),
             "steps": [s.to_json() for s in self.steps],
             "notes": self.notes,
         }
