@@ -70,7 +70,7 @@ from changeover.probes.postgres import Schema as SchemaProbe
 from changeover.probes.postgres import SlowQueryLog as SlowQueryLogProbe
 from changeover.services import PostgresServer, start_postgres
 from changeover.services._process import free_port
-from support.binaries import require_binary
+from support.binaries import missing, require_binary
 
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 MiB = 1024 * 1024
@@ -665,7 +665,7 @@ def test_pg_stat_statements_passes_when_installed_and_preloaded(
     pg_primary: PostgresServer, pg_url: str
 ) -> None:
     if "pg_stat_statements" not in pg_primary.settings.get("shared_preload_libraries", ""):
-        pytest.skip("this PostgreSQL installation does not ship pg_stat_statements")
+        missing("pg_stat_statements", "postgresql")  # the pgserver wheel lacks it
     execute(pg_url, "CREATE EXTENSION pg_stat_statements")
     result = run("postgres.extension", ExtensionParams(system="db"), context(pg_url))
     assert result.status is Status.PASS, result.reason
@@ -677,10 +677,8 @@ def test_pg_stat_statements_fails_when_created_but_not_preloaded(
     url = plain_server.create_database(f"ext_{secrets.token_hex(4)}")
     try:
         execute(url, "CREATE EXTENSION pg_stat_statements")
-    except psycopg.errors.FeatureNotSupported:  # pragma: no cover - depends on the packages
-        pytest.skip("this PostgreSQL installation does not ship pg_stat_statements")
-    except psycopg.errors.UndefinedFile:  # pragma: no cover
-        pytest.skip("this PostgreSQL installation does not ship pg_stat_statements")
+    except (psycopg.errors.FeatureNotSupported, psycopg.errors.UndefinedFile):
+        missing("pg_stat_statements", "postgresql")  # the pgserver wheel lacks it
     result = run("postgres.extension", ExtensionParams(system="db"), context(url))
     assert result.status is Status.FAIL
     assert "exists but is not in shared_preload_libraries, so it collects nothing" in (
