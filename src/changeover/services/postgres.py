@@ -319,7 +319,8 @@ def start_replica(
 ) -> PostgresServer:
     """Clone ``primary`` with ``pg_basebackup -R`` and start it as a hot standby on its own port.
 
-    Returns once the primary's ``pg_stat_replication`` shows the replica ``streaming``.
+    Returns once the primary's ``pg_stat_replication`` shows the replica ``streaming`` with a
+    reported replay position.
     """
     if not primary.running:
         raise ServiceError(f"cannot start a replica: the primary at port {primary.port} is stopped")
@@ -604,12 +605,20 @@ def _accepts_login(port: int, password: str) -> bool:
 
 
 def _is_streaming(primary: PostgresServer, application_name: str) -> bool:
+    """Streaming, and the replica has reported a replay position (lag is measurable).
+
+    A fresh standby reports ``replay_lsn`` only after it replays new WAL (or after
+    ``wal_receiver_status_interval``, 10 s); writing a transaction id makes it report at once.
+    """
     try:
         with primary.connect() as conn:
             row = conn.execute(
-                "SELECT state FROM pg_stat_replication WHERE application_name = %s",
+                "SELECT state, replay_lsn IS NOT NULL FROM pg_stat_replication"
+                " WHERE application_name = %s",
                 (application_name,),
             ).fetchone()
+            if row is not None and row[0] == "streaming" and not row[1]:
+                conn.execute("SELECT txid_current()")
     except (ServiceError, psycopg.Error):
         return False
-    return row is not None and row[0] == "streaming"
+    return row is not None and row[0] == "streaming" and bool(row[1])
