@@ -238,3 +238,23 @@ def test_notes_are_journaled_and_reported(
     assert _run(capsys, "note", "DNS TTL lowered to 60s", "--by", "Ana", "-p", str(plan))[0] == 0
     code, out, _ = _run(capsys, "report", "-p", str(plan))
     assert code == 0 and "Ana: DNS TTL lowered to 60s" in out
+
+
+def test_plan_can_keep_its_journal_in_postgresql(
+    tmp_path: Path,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("JOURNAL_URL", pg_url)
+    plan = _minimal_plan(tmp_path, _GOOD_STEP)
+    text = plan.read_text().replace("name: t\n", 'name: t\njournal: "${JOURNAL_URL}"\n')
+    plan.write_text(text)
+    assert _run(capsys, "signoff", "a", "--by", "Ana", "-p", str(plan))[0] == 0
+    code, out, _ = _run(capsys, "journal", "verify", "-p", str(plan), "--json")
+    assert code == 0 and json.loads(out)["count"] == 2
+    assert not (tmp_path / ".changeover").exists(), "nothing was written next to the plan"
+    code, out, err = _run(capsys, "status", "-p", str(plan), "--json")
+    assert json.loads(out)["steps"][0]["signoffs"][0]["by"] == "Ana"
+    password = pg_url.split(":")[2].split("@")[0]
+    assert password not in out + err
