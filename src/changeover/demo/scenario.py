@@ -34,6 +34,7 @@ DEMO_STAGE = "pre-deployment"
 def run_demo(console: Console, *, json_output: bool = False, workdir: Path | None = None) -> int:
     started = time.monotonic()
     emit = _json_emitter() if json_output else None
+    keep = workdir is not None
     with ExitStack() as stack:
         if workdir is None:
             workdir = Path(
@@ -88,8 +89,13 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
                 " machine does not have (apps, Go toolchain, registry, Prometheus, secrets) —"
                 " what `changeover check` tells you on the night."
             )
+            where = (
+                f"plan and journal kept in {workdir}"
+                if keep
+                else ("plan and journal were temporary (keep them with --workdir DIR)")
+            )
             console.print(
-                f"journal: {verified.count} events, chain ok={verified.ok}; plan: {plan_path}"
+                f"journal: {verified.count} events, chain ok={verified.ok}; {where}"
                 f" ({time.monotonic() - started:.1f}s)"
             )
     return 0
