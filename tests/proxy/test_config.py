@@ -191,3 +191,9 @@ def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 
 def test_not_a_mapping() -> None:
     assert "the config is a mapping" in problems("- a\n- b\n")
+
+
+def test_bad_mirror_ignore_path_is_located() -> None:
+    message = problems(VALID.replace("ignore_paths: [updated_at]", 'ignore_paths: ["items["]'))
+    assert "proxy.yaml:19:" in message
+    assert "mirror.ignore_paths[0]:" in message

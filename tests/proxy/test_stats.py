@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from changeover.proxy.http import Observer
 from changeover.proxy.state import Instance, RoutingState
 from changeover.proxy.stats import DURATION_BUCKETS, ProxyStats
 
@@ -145,6 +146,12 @@ def test_error_kinds_are_capped() -> None:
     assert errors["other"] == 24
 
 
+def test_is_an_observer() -> None:
+    observer: Observer = make(FakeClock())  # mypy checks the contract's signatures
+    observer.client_error(400, "bad request")
+    assert isinstance(observer, ProxyStats)
+
+
 def test_a_failing_mirror_callback_does_not_raise() -> None:
     seen: list[str | None] = []
 
@@ -153,8 +160,10 @@ def test_a_failing_mirror_callback_does_not_raise() -> None:
         raise RuntimeError("comparison broke")
 
     stats = make(FakeClock(), on_mirror=callback)
-    stats.mirrored(object(), object(), None, "shadow timed out")
-    stats.mirrored(object(), object(), object(), None)
+    head: Any = object()
+    captured: Any = object()
+    stats.mirrored(head, captured, None, "shadow timed out")
+    stats.mirrored(head, captured, captured, None)
     assert seen == ["shadow timed out", None]
     assert stats.snapshot()["mirrored"] == {"total": 2, "errors": 1}
 

@@ -27,6 +27,7 @@ from changeover.plan.load import _finish, _Plain, _render, _walk
 from changeover.plan.model import _pydantic_message, suggest
 from changeover.plan.secretref import FileRef, SecretRef, resolve_ref
 from changeover.proxy.limits import Limits
+from changeover.proxy.shadow import parse_path
 from changeover.proxy.state import Instance, RoutingState
 from changeover.secrets import has_reference, mask_url
 from changeover.units import Duration, Ratio
@@ -276,6 +277,11 @@ def _problems(config: ProxyConfig) -> Iterator[tuple[Loc, str]]:
     for name, value in (("ryw_window", config.ryw_window), ("hold.max_hold", config.hold.max_hold)):
         if value.total_seconds() < 0 or (name == "hold.max_hold" and not value.total_seconds()):
             yield tuple(name.split(".")), "must be a positive duration"
+    for i, text in enumerate(config.mirror.ignore_paths):
+        try:
+            parse_path(text)
+        except ValueError as exc:
+            yield ("mirror", "ignore_paths", i), str(exc)
     if not 0 <= config.mirror.share <= 1:
         yield ("mirror", "share"), f"a share is 0 to 1 (or 0% to 100%), got {config.mirror.share:g}"
 

@@ -22,12 +22,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from changeover.proxy.http import Captured, RequestHead
 from changeover.proxy.state import Instance, RoutingState
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]  # monotonic seconds
-MirrorCallback = Callable[[Any, Any, Any, str | None], None]  # (head, primary, shadow, error)
+MirrorCallback = Callable[[RequestHead, Captured, Captured | None, str | None], None]
 
 #: HDR range: 1 µs to 60 s with 3 significant digits (values are recorded in microseconds).
 LOWEST_US = 1
@@ -292,7 +293,9 @@ class ProxyStats:
     def client_error(self, status: int, reason: str) -> None:
         self.client_errors[status] = self.client_errors.get(status, 0) + 1
 
-    def mirrored(self, head: Any, primary: Any, shadow: Any, error: str | None) -> None:
+    def mirrored(
+        self, head: RequestHead, primary: Captured, shadow: Captured | None, error: str | None
+    ) -> None:
         self.mirrored_total += 1
         if error is not None:
             self.mirror_errors += 1
