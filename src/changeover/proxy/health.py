@@ -39,8 +39,8 @@ class HealthPolicy:
     # Connection refused/reset before the request was sent: the process is gone, so eject fast
     # (a killed instance must be out within 2 s under load; two errors arrive in milliseconds).
     connect_errors_to_eject: int = 2
-    # A burst of failures (5xx, timeouts, and connect errors too): at least `burst_min_failures` failures that are at least
-    # `burst_ratio` of the last `burst_window` outcomes.
+    # A burst of failures (5xx, timeouts, connect errors too): at least `burst_min_failures`
+    # failures that are at least `burst_ratio` of the last `burst_window` outcomes.
     burst_window: int = 20
     burst_ratio: float = 0.5
     burst_min_failures: int = 5
