@@ -463,24 +463,20 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
 
 
 def _cumulative_buckets(hist: HdrHistogram | None) -> list[tuple[str, float]]:
-    counts = [0] * len(DURATION_BUCKETS)
-    total = 0
-    if hist is not None:
-        total = hist.get_total_count()
-        bounds_us = [b * 1e6 for b in DURATION_BUCKETS]
-        for item in hist.get_recorded_iterator():
-            # A recorded value stands for its HDR bucket; its upper edge decides the le-bucket.
-            value = hist.get_highest_equivalent_value(item.value_iterated_to)
-            for i, bound in enumerate(bounds_us):
-                if value <= bound:
-                    counts[i] += item.count_at_value_iterated_to
-                    break
     out: list[tuple[str, float]] = []
+    if hist is None:
+        return [*((repr(b), 0.0) for b in DURATION_BUCKETS), ("+Inf", 0.0)]
+    # One pass over the raw counts (the library's value iterator costs ~0.3 s per scrape):
+    # a bound's count is everything up to and including the HDR slot that holds the bound.
+    counts = list(hist.counts)
     running = 0
-    for bound, count in zip(DURATION_BUCKETS, counts, strict=True):
-        running += count
+    start = 0
+    for bound in DURATION_BUCKETS:
+        end = min(hist._counts_index_for(int(bound * 1_000_000)), len(counts) - 1) + 1
+        running += sum(counts[start:end])
+        start = end
         out.append((repr(bound), running))
-    out.append(("+Inf", total))
+    out.append(("+Inf", hist.get_total_count()))
     return out
 
 
