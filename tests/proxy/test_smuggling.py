@@ -7,6 +7,7 @@ saw the request hidden behind the malformed one (``/smuggled``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 from collections.abc import Iterator
@@ -168,10 +169,8 @@ def test_malformed_request_is_rejected_and_nothing_is_smuggled(
 ) -> None:
     sock, reader = connect(proxy.port)
     with sock:
-        try:
+        with contextlib.suppress(ConnectionError):  # it may close while a huge head is sent
             sock.sendall(raw)
-        except ConnectionError:
-            pass  # the proxy may close while a huge head is still being sent
         got = _answer_then_close(sock, reader)
     assert got in (status, None)
     if status != 431:  # a huge head may be cut short by the close; the others are answered
