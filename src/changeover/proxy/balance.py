@@ -118,30 +118,41 @@ def range_order(weights: Mapping[str, float], order: Sequence[str]) -> list[str]
     return [*order, *sorted(name for name in weights if name not in order)]
 
 
-def backend_for_point(
-    point: float, weights: Mapping[str, float], order: Sequence[str]
-) -> str | None:
-    """The backend whose cumulative weight range holds ``point`` (None if no weight at all).
+def weight_ranges(
+    weights: Mapping[str, float], order: Sequence[str]
+) -> tuple[tuple[str, float], ...]:
+    """Each weighted backend with the upper end of its range in [0, 100), in range order.
 
-    Weights need not sum to exactly 100: the point is scaled to their sum. Negative weights
-    count as zero.
+    Weights need not sum to exactly 100: the ranges are scaled to their sum. Backends with a
+    zero (or negative) weight get no range. Empty when nothing has weight.
     """
     names = range_order(weights, order)
     total = sum(max(0.0, weights.get(name, 0.0)) for name in names)
     if total <= 0:
-        return None
-    scaled = point * total / 100.0
+        return ()
+    ranges = []
     cumulative = 0.0
-    last = None
     for name in names:
         weight = max(0.0, weights.get(name, 0.0))
-        if weight <= 0:
-            continue
-        cumulative += weight
-        last = name
-        if scaled < cumulative:
+        if weight > 0:
+            cumulative += weight
+            ranges.append((name, cumulative * 100.0 / total))
+    return tuple(ranges)
+
+
+def backend_at(point: float, ranges: Sequence[tuple[str, float]]) -> str | None:
+    """The backend whose range holds ``point`` (None when no backend has weight)."""
+    for name, upper in ranges:
+        if point < upper:
             return name
-    return last  # float rounding at the very top of the range
+    return ranges[-1][0] if ranges else None  # float rounding at the very top
+
+
+def backend_for_point(
+    point: float, weights: Mapping[str, float], order: Sequence[str]
+) -> str | None:
+    """The backend whose cumulative weight range holds ``point`` (None if no weight at all)."""
+    return backend_at(point, weight_ranges(weights, order))
 
 
 def default_order(backends: Iterable[str]) -> tuple[str, ...]:
@@ -244,15 +255,15 @@ class Balancer:
         max_sessions: int = 100_000,
         new_session_id: Callable[[], str] | None = None,
     ) -> None:
-        self._state = state
-        self.backends = {name: list(instances) for name, instances in backends.items()}
+        self.order = tuple(order) if order is not None else default_order(backends)
+        self.state = state
+        self.backends = backends
         self.write_rules = write_rules or WriteRules()
         self.cookie_name = cookie_name
         self.clock = clock
         self.rng = rng or random.Random()
         self.health = health
         self.hold = hold or WriteHold()
-        self.order = tuple(order) if order is not None else default_order(self.backends)
         self.in_flight = in_flight
         self.recent_writes = RecentWrites(ryw_window, max_sessions)
         self.new_session_id = new_session_id or (lambda: secrets.token_urlsafe(16))
@@ -265,9 +276,27 @@ class Balancer:
     @state.setter
     def state(self, new: RoutingState) -> None:
         """Swap the state; ending a hold releases the held writes to the (new) write owner."""
-        old, self._state = self._state, new
-        if old.holding and not new.holding:
+        old = getattr(self, "_state", None)
+        # Derived once per change, not per request: the hot path only walks these tuples.
+        self._ranges = weight_ranges(new.weights, self.order)
+        self._all_backends = tuple(range_order(new.weights, self.order))
+        self._state = new
+        if old is not None and old.holding and not new.holding:
             self.hold.release()
+
+    @property
+    def backends(self) -> dict[str, list[Instance]]:
+        return {
+            name: [instance for instance, _ in members] for name, members in self._members.items()
+        }
+
+    @backends.setter
+    def backends(self, backends: Mapping[str, Sequence[Instance]]) -> None:
+        # Instance.key formats a string on each access; keep it next to each instance.
+        self._members = {
+            name: [(instance, instance.key) for instance in instances]
+            for name, instances in backends.items()
+        }
 
     @property
     def ryw_window(self) -> float:
@@ -314,7 +343,7 @@ class Balancer:
                 raise NoRoute(f"no instance of the write owner {owner!r} can take writes")
             return Decision(instance, set_cookie, None, reason, session)
 
-        target = backend_for_point(session_point(session), state.weights, self.order)
+        target = backend_at(session_point(session), self._ranges)
         if target is None:
             target = state.write_owner  # no weights at all: the owner serves everything
         if target != state.write_owner and self.recent_writes.recent(session, now):
@@ -323,7 +352,7 @@ class Balancer:
 
         instance = self._pick(target, state, exclude, now, healthy_only=True)
         if instance is None:
-            for other in range_order(state.weights, self.order):
+            for other in self._all_backends:
                 if other == target:
                     continue
                 instance = self._pick(other, state, exclude, now, healthy_only=True)
@@ -331,7 +360,7 @@ class Balancer:
                     reason = f"fallback: no healthy instance in {target}"
                     break
         if instance is None:
-            for backend in (target, *range_order(state.weights, self.order)):
+            for backend in (target, *self._all_backends):
                 instance = self._pick(backend, state, exclude, now, healthy_only=False)
                 if instance is not None:
                     reason = f"panic: no healthy instance in any backend; trying {instance.key}"
@@ -349,23 +378,6 @@ class Balancer:
             mirror = self._mirror_for(instance.backend, state, now)
         return Decision(instance, set_cookie, mirror, reason, session)
 
-    def _usable(
-        self,
-        backend: str,
-        state: RoutingState,
-        exclude: frozenset[str],
-        now: float,
-        healthy_only: bool,
-    ) -> list[Instance]:
-        health = self.health
-        return [
-            instance
-            for instance in self.backends.get(backend, ())
-            if instance.key not in state.drained
-            and instance.key not in exclude
-            and (not healthy_only or health is None or health.is_healthy(instance.key, now))
-        ]
-
     def _pick(
         self,
         backend: str,
@@ -376,24 +388,32 @@ class Balancer:
         healthy_only: bool,
         trial: bool = True,
     ) -> Instance | None:
-        usable = self._usable(backend, state, exclude, now, healthy_only)
+        health = self.health if healthy_only else None
+        drained = state.drained
+        usable = [
+            (instance, key)
+            for instance, key in self._members.get(backend, ())
+            if key not in drained
+            and key not in exclude
+            and (health is None or health.is_healthy(key, now))
+        ]
         if not usable:
             return None
         start = self._next.get(backend, 0)
         self._next[backend] = start + 1
-        rotated = [usable[(start + i) % len(usable)] for i in range(len(usable))]
-        if self.in_flight is not None:
+        chosen, key = usable[start % len(usable)]
+        if self.in_flight is not None and len(usable) > 1:
+            # Least in flight; ties keep the round-robin order starting at ``start``.
             count = self.in_flight
-            chosen = min(rotated, key=lambda instance: count(instance.key))
-        else:
-            chosen = rotated[0]
+            rotated = usable[start % len(usable) :] + usable[: start % len(usable)]
+            chosen, key = min(rotated, key=lambda member: count(member[1]))
         if trial and self.health is not None:
-            self.health.routed(chosen.key, now)
+            self.health.routed(key, now)
         return chosen
 
     def _mirror_for(self, backend: str, state: RoutingState, now: float) -> Instance | None:
         # The mirror's answer is discarded, so it must not spend a half-open trial.
-        for other in range_order(state.weights, self.order):
+        for other in self._all_backends:
             if other == backend:
                 continue
             instance = self._pick(other, state, frozenset(), now, healthy_only=True, trial=False)
