@@ -211,21 +211,47 @@ def test_observer_maps_outcomes_to_failure_kinds() -> None:
     observer = PassiveHealthObserver(health)
     instance = Instance("legacy", "a", "127.0.0.1", 1)
     observer.upstream_failed(instance, "connection refused", reached_upstream=False)
-    observer.upstream_failed(instance, "connection refused", reached_upstream=False)
+    observer.upstream_failed(instance, "connect timed out after 1s", reached_upstream=False)
     assert not health.is_healthy(KEY)
     assert health.snapshot()[KEY]["last_failure"] == "connect"
 
     other = Instance("legacy", "b", "127.0.0.1", 2)
-    observer.upstream_failed(other, "upstream timed out", reached_upstream=True)
+    observer.upstream_failed(other, "no answer within 30s", reached_upstream=True)
     assert health.snapshot()["legacy/b"]["last_failure"] == "timeout"
-    for _ in range(5):
-        observer.request_finished(other, 502, 0.01, 10, 10)
+    observer.upstream_failed(other, "upstream closed the connection", reached_upstream=True)
+    assert health.snapshot()["legacy/b"]["last_failure"] == "5xx"
+    for _ in range(3):
+        observer.request_finished(other, 500, 0.01, 10, 10)
     assert not health.is_healthy("legacy/b")
 
     third = Instance("legacy", "c", "127.0.0.1", 3)
     for _ in range(100):
         observer.request_finished(third, 404, 0.01, 10, 10)
     assert health.is_healthy("legacy/c"), "4xx is the client's problem, not the instance's"
+
+
+def test_observer_counts_a_failed_exchange_once() -> None:
+    """The core reports upstream_failed and then request_finished(504) for one failure."""
+    health, _ = tracker()
+    observer = PassiveHealthObserver(health)
+    instance = Instance("legacy", "a", "127.0.0.1", 1)
+    for _ in range(5):
+        observer.request_finished(instance, 200, 0.01, 10, 10)
+        observer.request_finished(instance, 200, 0.01, 10, 10)
+        observer.upstream_failed(instance, "no answer within 30s", reached_upstream=True)
+        observer.request_finished(instance, 504, 30.0, 10, 0)
+    assert health.is_healthy(KEY), "5 failures in 15 exchanges is no burst"
+
+
+def test_observer_does_not_take_a_client_leaving_for_a_success() -> None:
+    health, _ = tracker()
+    observer = PassiveHealthObserver(health)
+    instance = Instance("legacy", "a", "127.0.0.1", 1)
+    for _ in range(5):
+        observer.request_finished(instance, 500, 0.01, 10, 10)
+        for _ in range(3):
+            observer.request_finished(instance, 499, 1.0, 10, 0)
+    assert not health.is_healthy(KEY)
 
 
 def test_killed_instance_is_ejected_within_two_seconds_under_load() -> None:

@@ -227,12 +227,19 @@ class HealthTracker:
         return result
 
 
+# The core reports a failed exchange twice: ``upstream_failed`` with the cause, then
+# ``request_finished`` with the 502/504 it answered itself (499 when the client left). The
+# cause is the better signal, so those statuses are not counted again (an app that answers
+# 502/504 itself is then not seen by this observer; its 500s and 503s are).
+_PROXY_ANSWERED = frozenset({499, 502, 504})
+
+
 class PassiveHealthObserver:
     """Feeds a tracker from the core's Observer callbacks (structurally an Observer subset).
 
-    ``upstream_failed`` before the request reached the upstream is a connection error; an
-    error mentioning a timeout is a timeout; anything else after sending (reset mid-answer)
-    counts like a 5xx. Cheap and never raises, as the Observer contract requires.
+    ``upstream_failed`` before the request reached the upstream is a connection error; after
+    it, an error saying ``timed out``/``within`` is a timeout and anything else (reset or close
+    mid-answer) counts like a 5xx. Cheap and never raises, as the Observer contract requires.
     """
 
     def __init__(self, tracker: HealthTracker) -> None:
@@ -244,6 +251,8 @@ class PassiveHealthObserver:
     def request_finished(
         self, instance: Instance, status: int, seconds: float, bytes_in: int, bytes_out: int
     ) -> None:
+        if status in _PROXY_ANSWERED:
+            return
         if status >= 500:
             self.tracker.record_failure(instance.key, "5xx")
         else:
@@ -251,10 +260,11 @@ class PassiveHealthObserver:
 
     def upstream_failed(self, instance: Instance, error: str, reached_upstream: bool) -> None:
         kind: FailureKind
-        if "timeout" in error.lower() or "timed out" in error.lower():
-            kind = "timeout"
-        elif not reached_upstream:
+        text = error.lower()
+        if not reached_upstream:
             kind = "connect"
+        elif "timed out" in text or "timeout" in text or "within" in text:
+            kind = "timeout"
         else:
             kind = "5xx"
         self.tracker.record_failure(instance.key, kind)
