@@ -671,9 +671,12 @@ class ClientProtocol(asyncio.Protocol):
         state = self.state
         if state.inflight >= state.limits.max_concurrency:
             self._answer(
-                ex, 503, "the proxy is at its concurrency limit", close=False,
+                ex,
+                503,
+                "the proxy is at its concurrency limit",
+                close=False,
                 headers=(("Retry-After", "1"),),
-            )  # fmt: skip
+            )
             return
         state.inflight += 1
         try:
@@ -685,10 +688,14 @@ class ClientProtocol(asyncio.Protocol):
         state = self.state
         attempt = 0
         exclude: set[str] = set()
+        last_failure: tuple[int, str] | None = None
         while True:
             try:
                 choice = await state.chooser(ex.head, attempt, frozenset(exclude))
             except Reject as reject:
+                if last_failure is not None:  # nothing left to retry on: say what went wrong
+                    self._answer(ex, *last_failure, close=False, client_error=False)
+                    return
                 self._answer(ex, reject.status, reject.reason, close=False, headers=reject.headers)
                 return
             except Exception:
@@ -704,15 +711,13 @@ class ClientProtocol(asyncio.Protocol):
                 upstream, reused = await state.pool.acquire(instance)
             except UpstreamError as err:
                 state.observer.upstream_failed(instance, err.reason, False)
+                status = 504 if err.timeout else 502
+                last_failure = (status, f"upstream {instance.key}: {err.reason}")
                 if ex.retryable and attempt < state.limits.max_retries:
                     attempt += 1
                     exclude.add(instance.key)
                     continue
-                status = 504 if err.timeout else 502
-                self._answer(
-                    ex, status, f"upstream {instance.key}: {err.reason}", close=False,
-                    client_error=False,
-                )  # fmt: skip
+                self._answer(ex, *last_failure, close=False, client_error=False)
                 return
             await self._forward(ex, upstream, instance, reused=reused)
             return
@@ -740,16 +745,22 @@ class ClientProtocol(asyncio.Protocol):
                 except UpstreamError as err:
                     state.observer.upstream_failed(instance, err.reason, False)
                     status = 504 if err.timeout else 502
-                    self._answer(ex, status, f"upstream {instance.key}: {err.reason}",
-                                 close=False, client_error=False)  # fmt: skip
+                    self._answer(
+                        ex,
+                        status,
+                        f"upstream {instance.key}: {err.reason}",
+                        close=False,
+                        client_error=False,
+                    )
                     return
                 status = await self._exchange(ex, upstream, instance)
             if status == 0:
                 status = 502
                 error = "upstream closed the connection before answering"
                 state.observer.upstream_failed(instance, error, True)
-                self._answer(ex, 502, f"upstream {instance.key}: {error}", close=True,
-                             client_error=False)  # fmt: skip
+                self._answer(
+                    ex, 502, f"upstream {instance.key}: {error}", close=True, client_error=False
+                )
         finally:
             if self.closed and not ex.response_started:
                 status = CLIENT_GONE
@@ -785,8 +796,9 @@ class ClientProtocol(asyncio.Protocol):
             upstream.abort()
             reason = f"no answer within {state.limits.upstream_timeout:g}s"
             state.observer.upstream_failed(instance, reason, True)
-            self._answer(ex, 504, f"upstream {instance.key}: {reason}", close=True,
-                         client_error=False)  # fmt: skip
+            self._answer(
+                ex, 504, f"upstream {instance.key}: {reason}", close=True, client_error=False
+            )
             return 504
         error = await ex.done
         if error is None:
@@ -808,8 +820,9 @@ class ClientProtocol(asyncio.Protocol):
             if ex.retryable and not upstream.got_bytes:
                 return 0
             state.observer.upstream_failed(instance, error, True)
-            self._answer(ex, 502, f"upstream {instance.key}: {error}", close=True,
-                         client_error=False)  # fmt: skip
+            self._answer(
+                ex, 502, f"upstream {instance.key}: {error}", close=True, client_error=False
+            )
             return 502
         # The answer was cut off after it started: the client can only be told by a close.
         state.observer.upstream_failed(instance, error, True)

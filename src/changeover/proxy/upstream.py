@@ -286,7 +286,7 @@ class UpstreamPool:
         except OSError as exc:
             raise UpstreamError(f"cannot connect: {exc.strerror or exc}") from exc
         self.opened += 1
-        return cast(UpstreamConnection, protocol), False
+        return protocol, False
 
     def release(self, conn: UpstreamConnection) -> None:
         """Give a connection back after an exchange: kept if reusable and there is room."""
