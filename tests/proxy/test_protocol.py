@@ -8,7 +8,7 @@ The transport, the upstream pool and the timers are injected: the test plays the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from changeover.proxy.http import Choice, NullObserver, Reject, RequestHead
@@ -165,7 +165,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
+def run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(scenario())
 
 

@@ -161,7 +161,7 @@ class Backend:
             self.send(writer, 200, b"closing\n", close=True)
             return False
         if path == "/count":
-            payload = {
+            payload: dict[str, object] = {
                 "requests": self.counters.requests,
                 "connections": self.counters.connections,
                 "targets": self.counters.targets,

@@ -586,6 +586,8 @@ class ClientProtocol(asyncio.Protocol):
             self.queue.popleft()
         if len(self.queue) < self.state.limits.max_pipeline:
             self.flow.resume_reading("pipeline")
+        for reason in ("upstream", "body-buffer"):  # pauses that belonged to this exchange
+            self.flow.resume_reading(reason)
         if ex.close_after or not ex.keep_alive or ex.error is not None:
             self._close()
             return
@@ -775,6 +777,10 @@ class ClientProtocol(asyncio.Protocol):
         """One try on one connection; the status the client got, or 0 when the connection
         died before any response byte of a request that may be sent again."""
         state = self.state
+        if ex.error is not None:  # the body went bad while we chose and connected
+            state.pool.release(upstream)  # nothing was sent on it: still clean
+            self._answer(ex, ex.error[0], ex.error[1], close=True)
+            return ex.error[0]
         ex.upstream = upstream
         upstream.begin(ex, head_request=ex.head.method == "HEAD")
         choice = ex.choice
@@ -794,6 +800,7 @@ class ClientProtocol(asyncio.Protocol):
                 await ex.first_byte
         except TimeoutError:
             upstream.abort()
+            upstream.detach()
             reason = f"no answer within {state.limits.upstream_timeout:g}s"
             state.observer.upstream_failed(instance, reason, True)
             self._answer(
@@ -809,6 +816,7 @@ class ClientProtocol(asyncio.Protocol):
                 self._spawn_mirror(ex, request)
             return ex.status
         upstream.abort()
+        upstream.detach()  # its connection_lost must not touch this exchange any more
         if ex.error is not None:  # the client's request went bad mid-body
             if not ex.response_started:
                 self._answer(ex, ex.error[0], ex.error[1], close=True)

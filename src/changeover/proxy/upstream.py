@@ -103,6 +103,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = None
         if self.flow is not None:
             self.flow.on_write_pause = None
+            self.flow.resume_reading("client")  # that client's pause ends with its exchange
 
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and not self.closed and not self.tunnel
