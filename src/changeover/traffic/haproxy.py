@@ -2,7 +2,7 @@
 
 Model: one HAProxy backend (``app`` by default) holds the servers of both logical backends
 (``legacy-1``, ``legacy-2``, ``new-1``); a backend's percentage becomes server weights
-(``set server app/new-1 weight 57``), read back with ``get weight``. Stickiness is HAProxy's
+(``set server app/new-1 weight 56``), read back with ``get weight``. Stickiness is HAProxy's
 job, configured by the operator; the recommended setup (used in the tests) is::
 
     backend app

@@ -167,43 +167,47 @@ def server_weights(
 ) -> dict[str, int]:
     """Per-server integer weights (0..``max_weight``) that give each backend its percentage.
 
-    ``servers`` maps each backend to the servers that take its traffic; a backend's share is
-    split evenly across them, so a server's weight is proportional to ``percent / len(servers)``
-    (new=10 % on 1 server vs legacy=90 % on 2 servers → 57 : 256 : 256 → 10.02 %).
+    ``servers`` maps each backend to the servers that take its traffic. Each backend gets an
+    integer total proportional to its percentage, split as evenly as integers allow across its
+    servers (totals 7 over 2 servers → 4 and 3; the first servers take the remainder), so
+    new=10 % on 1 server vs legacy=90 % on 2 servers gives 56 : 252 : 252, exactly 10 %.
 
-    Rounding: every scale with the largest weight between 1 and ``max_weight`` is tried and
-    the one with the smallest worst-case share error wins, ties going to the larger scale
-    (more points on a consistent-hash ring, so hashed sessions follow the shares more closely).
+    Rounding: every scale whose fullest server has weight 1..``max_weight`` is tried and the
+    one with the smallest worst-case share error wins, ties going to the larger scale (more
+    points on a consistent-hash ring, so hashed sessions follow the shares more closely).
     0 % gives weight 0 (no new sessions; with 100 % elsewhere the other backend gets 0); a
-    positive percentage never rounds down to 0 (at least weight 1). Raises ``RouterError`` when
-    a backend with a positive share has no server.
+    positive percentage never rounds down to no traffic (its backend total is at least 1), so
+    at the extremes the error is at most about 100 / (``max_weight`` + 1) points (99.9 % with
+    two servers on the other side: 256 : 1 : 0 → 99.61 %). Raises ``RouterError`` when a
+    backend with a positive share has no server.
     """
-    per_server: dict[str, float] = {}
     for backend, share in percent.items():
-        members = servers.get(backend, ())
-        if share > 0 and not members:
+        if share > 0 and not servers.get(backend):
             raise RouterError(
                 f"backend {backend} should get {share:g} % but has no server in service"
             )
-        for name in members:
-            per_server[name] = share / len(members)
-    for backend, members in servers.items():
-        if backend not in percent:
-            per_server.update(dict.fromkeys(members, 0.0))
-    largest = max(per_server.values(), default=0.0)
-    if largest <= 0:
-        return dict.fromkeys(per_server, 0)
-
+    active = {b: p for b, p in percent.items() if p > 0}
+    zero = {name: 0 for members in servers.values() for name in members}
+    if not active:
+        return zero
+    # the backend whose servers carry the most each sets the scale
+    fullest = max(active, key=lambda b: active[b] / len(servers[b]))
     best: tuple[float, dict[str, int]] | None = None
-    for scale in range(max_weight, 0, -1):
-        candidate = {
-            name: 0 if share == 0 else max(1, round(share / largest * scale))
-            for name, share in per_server.items()
-        }
+    for top in range(max_weight, 0, -1):
+        scale = top * len(servers[fullest]) / active[fullest]  # weight units per percent
+        candidate = dict(zero)
+        for backend, share in active.items():
+            members = servers[backend]
+            total = max(1, round(share * scale))
+            base, extra = divmod(total, len(members))
+            for index, name in enumerate(members):
+                candidate[name] = base + (1 if index < extra else 0)
+        if max(candidate.values()) > max_weight:
+            continue
         error = _worst_error(percent, servers, candidate)
         if best is None or error < best[0] - 1e-12:
             best = (error, candidate)
-    assert best is not None
+    assert best is not None  # top=1 always fits: every server weight is then 0 or 1
     return best[1]
 
 
