@@ -116,12 +116,16 @@ def test_error_rate_counts_5xx_and_upstream_failures() -> None:
     for _ in range(7):
         finish(stats, LEGACY_A, 200)
     finish(stats, LEGACY_A, 502)
-    stats.request_started(LEGACY_B)
+    # The core's contract: a refused connect is only upstream_failed (no request_started) ...
     stats.upstream_failed(LEGACY_B, "connect refused", reached_upstream=False)
+    # ... a timeout after the request was sent is upstream_failed, then its 504 is finished.
     stats.request_started(LEGACY_B)
     stats.upstream_failed(LEGACY_B, "timeout", reached_upstream=True)
+    stats.request_finished(LEGACY_B, 504, 1.0, 0, 0)
     window = stats.window(10, backend="legacy")
+    # 10 attempts, each counted once: 7 ok, the 502, the refused one, the 504
     assert window.error_rate == pytest.approx(3 / 10)
+    assert window.unanswered == 1
     assert window.errors == {"connect_refused": 1, "timeout": 1}
     assert stats.window(10, backend="legacy", instance="a").error_rate == pytest.approx(1 / 8)
 
@@ -132,8 +136,10 @@ def test_in_flight_rises_and_falls_and_never_goes_negative() -> None:
     stats.request_started(LEGACY_A)
     assert stats.window(10, backend="legacy").in_flight == 2
     stats.request_finished(LEGACY_A, 200, 0.001, 0, 0)
-    stats.upstream_failed(LEGACY_A, "reset", reached_upstream=True)
-    stats.upstream_failed(LEGACY_A, "reset", reached_upstream=True)  # unpaired: no -1
+    stats.upstream_failed(LEGACY_A, "reset", reached_upstream=True)  # does not end an attempt
+    assert stats.window(10, backend="legacy").in_flight == 1
+    stats.request_finished(LEGACY_A, 502, 0.001, 0, 0)
+    stats.request_finished(LEGACY_A, 200, 0.001, 0, 0)  # unpaired: never below zero
     assert stats.window(10, backend="legacy").in_flight == 0
 
 

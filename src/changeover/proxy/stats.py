@@ -83,12 +83,22 @@ def _status_index(status: int) -> int:
 class _Bucket:
     """The counts of one second (or, for ``_Series.folded``, of everything that left the ring)."""
 
-    __slots__ = ("bytes_in", "bytes_out", "codes", "errors", "latency", "latency_sum", "second")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "codes",
+        "errors",
+        "latency",
+        "latency_sum",
+        "second",
+        "unanswered",
+    )
 
     def __init__(self, second: int | None) -> None:
         self.second = second
         self.codes = [0, 0, 0, 0, 0]
         self.errors: dict[str, int] = {}
+        self.unanswered = 0  # failures that never reached the upstream: no request_finished
         self.bytes_in = 0
         self.bytes_out = 0
         self.latency_sum = 0.0
@@ -106,6 +116,7 @@ class _Bucket:
             self.codes[i] += count
         for kind, count in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + count
+        self.unanswered += other.unanswered
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
         self.latency_sum += other.latency_sum
@@ -152,7 +163,8 @@ class WindowStats:
 
     requests: int  # answered by the upstream (any status)
     status: dict[str, int]  # "1xx".."5xx"
-    errors: dict[str, int]  # upstream failures by kind (no answer from the upstream)
+    errors: dict[str, int]  # upstream failures by kind (the proxy answered 502/504 or retried)
+    unanswered: int  # attempts that never reached the upstream (not in ``requests``)
     in_flight: int
     bytes_in: int  # request bytes received from clients
     bytes_out: int  # response bytes sent to clients
@@ -167,15 +179,20 @@ class WindowStats:
 
     @property
     def requests_per_s(self) -> float:
-        return (self.requests + self.failures) / self.covered_s if self.covered_s > 0 else 0.0
+        attempts = self.requests + self.unanswered
+        return attempts / self.covered_s if self.covered_s > 0 else 0.0
 
     @property
     def error_rate(self) -> float | None:
-        """Share of attempts that failed: a 5xx answer or no answer at all; None without any."""
-        attempts = self.requests + self.failures
+        """Share of attempts that failed: a 5xx answer or no answer at all; None without any.
+
+        An attempt that reached the upstream and failed is counted once, by its 502/504 in
+        ``requests``; one that never reached it is in ``unanswered``.
+        """
+        attempts = self.requests + self.unanswered
         if attempts == 0:
             return None
-        return (self.status["5xx"] + self.failures) / attempts
+        return (self.status["5xx"] + self.unanswered) / attempts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -208,6 +225,7 @@ def _summarise(buckets: Iterable[_Bucket], in_flight: int, covered_s: float) -> 
         requests=sum(total.codes),
         status=dict(zip(STATUS_CLASSES, total.codes, strict=True)),
         errors=dict(sorted(total.errors.items())),
+        unanswered=total.unanswered,
         in_flight=in_flight,
         bytes_in=total.bytes_in,
         bytes_out=total.bytes_out,
@@ -277,12 +295,14 @@ class ProxyStats:
             self._complain()
 
     def upstream_failed(self, instance: Instance, error: str, reached_upstream: bool) -> None:
-        # Ends the attempt that request_started began, like request_finished does.
+        # The core's contract: an attempt that got a connection always ends with
+        # request_finished (502/504 included), so only an unreached attempt counts here.
         try:
             series = self._get(instance)
-            if series.in_flight > 0:
-                series.in_flight -= 1
-            errors = series.bucket(int(self._clock())).errors
+            bucket = series.bucket(int(self._clock()))
+            if not reached_upstream:
+                bucket.unanswered += 1
+            errors = bucket.errors
             kind = _kind(error)
             if kind not in errors and len(errors) >= MAX_ERROR_KINDS:
                 kind = "other"
