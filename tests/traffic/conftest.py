@@ -63,7 +63,16 @@ async def send(
                 cookie = f"Cookie: co_session={session}\r\n" if session else ""
                 request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{cookie}\r\n"
                 writer.write(request.encode())
-                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                try:
+                    raw = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionResetError):
+                    # an idle keep-alive connection closed by a worker that was reloaded away:
+                    # like any HTTP client, reconnect and send the GET again
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    writer.write(request.encode())
+                    raw = await reader.readuntil(b"\r\n\r\n")
+                head = raw.decode("latin-1")
                 status = head.split(" ", 2)[1]
                 headers = dict(
                     (name.strip().lower(), value.strip())

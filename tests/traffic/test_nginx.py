@@ -17,7 +17,7 @@ import pytest
 
 from changeover.plan.systems import RouterSystem
 from changeover.probes.base import ProbeContext
-from changeover.traffic import RouterError, RouterStats, Server, open_router
+from changeover.traffic import RouterError, RouterStats, Server, WeightMismatch, open_router
 from changeover.traffic.nginx import (
     NginxRouter,
     RenderSettings,
@@ -221,6 +221,33 @@ def test_rejected_config_is_a_router_error_and_the_old_config_keeps_serving(
     assert 'unknown directive "no_such_directive"' in message
     assert nginx.include.read_text() == kept  # rolled back
     assert new_share == 0  # still the old weights
+
+
+def test_a_file_that_does_not_read_back_as_written_is_a_weight_mismatch(
+    nginx: NginxServer, servers: list[Server]
+) -> None:
+    def equal_weights(
+        state: UpstreamState, members: Sequence[Server], settings: RenderSettings
+    ) -> str:
+        flat = UpstreamState(state.version, state.percent, dict.fromkeys(state.weights, 1))
+        return render_upstream(flat, members, settings)
+
+    good = make_router(nginx, servers)
+    wrong = make_router(nginx, servers, render=equal_weights)
+
+    async def main() -> str:
+        await good.set_weights({"legacy": 100, "new": 0})
+        kept = nginx.include.read_text()
+        with pytest.raises(
+            WeightMismatch,
+            match=r"legacy-1 \(127\.0\.0\.1:\d+\) is weight=1 after writing weight=252",
+        ):
+            await wrong.set_weights({"legacy": 90, "new": 10})
+        return kept
+
+    kept = asyncio.run(main())
+    assert nginx.include.read_text() == kept  # rolled back before nginx saw it
+    assert share(asyncio.run(send(nginx.url, 200))) == 0
 
 
 def test_unknown_instance_and_bad_weights_are_router_errors(router: NginxRouter) -> None:

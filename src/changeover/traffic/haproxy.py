@@ -67,7 +67,10 @@ class HaproxyRouter:
 
     ``admin`` forms: ``/run/haproxy/admin.sock``, ``unix@/path``, ``ipv4@127.0.0.1:9999``,
     ``tcp://127.0.0.1:9999`` or ``127.0.0.1:9999``. ``proxy`` is the HAProxy backend that
-    holds every server; each ``Server.name`` is a ``server`` line in it.
+    holds every server; each ``Server.name`` is a ``server`` line in it. Servers in DRAIN or
+    MAINT get weight 0 and their backend's share goes to its other servers; a server DOWN by
+    health check keeps its weight (HAProxy skips it until it is back) and ``weights()`` shows
+    the share actually taken, so the gap is visible.
     """
 
     def __init__(

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 from changeover.secrets import REDACTOR
 from changeover.traffic.router import (
@@ -140,7 +141,8 @@ def render_upstream(
             f"    listen {settings.status_listen};",
             f"    location = {settings.status_path} {{",
             "        default_type application/json;",
-            f"        return 200 '{state.to_json()}\\n';",
+            # $pid: the worker answering, so the router can tell old workers from new ones
+            f"        return 200 '{state.to_json()[:-1]}, \"worker\": $pid}}\\n';",
             "    }",
             "}",
         ]
@@ -297,16 +299,25 @@ class NginxRouter:
         await self._install(self._render(state, self._servers, self.settings), state)
 
     async def _install(self, text: str, state: UpstreamState) -> None:
+        """Write, read back, ``nginx -t``, reload, confirm; any failure restores the old file."""
         previous = self.include.read_bytes() if self.include.exists() else None
         _write_atomically(self.include, text.encode())
         try:
-            await self._nginx_command("-t", action="nginx -t rejected the new upstream config")
-            await self._nginx_command("-s", "reload", action="nginx -s reload failed")
             self._confirm_file(state)
-            if self.status_url is not None:
-                await self._confirm_loaded(state.version)
+            await self._nginx_command("-t", action="nginx -t rejected the new upstream config")
         except RouterError:
             self._restore(previous)
+            raise
+        try:
+            old_workers = await self._workers()
+            await self._nginx_command("-s", "reload", action="nginx -s reload failed")
+            if self.status_url is not None:
+                await self._confirm_loaded(state.version, old_workers)
+        except RouterError:
+            self._restore(previous)
+            # nginx may have loaded the new file after all: bring it back to the restored one
+            with contextlib.suppress(RouterError):
+                await self._nginx_command("-s", "reload", action="reloading the previous config")
             raise
 
     def _restore(self, previous: bytes | None) -> None:
@@ -329,19 +340,44 @@ class NginxRouter:
         if seen_state is None or seen_state.version != state.version:
             raise WeightMismatch(f"nginx upstream file {self.include}: state line not as written")
 
-    async def _confirm_loaded(self, version: int) -> None:
-        """Poll the status URL until the workers answer ``version`` (reload is asynchronous)."""
+    async def _status(self) -> dict[str, Any] | None:
+        """The status server's answer on a fresh connection (None if it does not answer)."""
         assert self.status_url is not None
+        limits = httpx.Limits(max_keepalive_connections=0)  # never ask an old worker again
+        try:
+            async with httpx.AsyncClient(timeout=2.0, trust_env=False, limits=limits) as client:
+                answer = (await client.get(self.status_url)).json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    async def _workers(self) -> list[psutil.Process]:
+        """nginx's worker processes now (siblings of the one answering the status URL)."""
+        status = await self._status() if self.status_url is not None else None
+        if status is None or not isinstance(status.get("worker"), int):
+            return []
+        try:
+            master = psutil.Process(status["worker"]).parent()
+            children = master.children() if master is not None else []
+            return [child for child in children if "worker process" in " ".join(child.cmdline())]
+        except psutil.Error:
+            return []  # another machine's nginx, or gone: confirmation by version only
+
+    async def _confirm_loaded(self, version: int, old_workers: list[psutil.Process]) -> None:
+        """Wait until the workers answer ``version`` and the old workers stopped accepting.
+
+        Reload is asynchronous: the master starts new workers and tells the old ones to finish
+        their requests; until an old worker has closed its listening sockets (its title then
+        says "shutting down") it may still take a new connection and route it the old way.
+        """
         deadline = time.monotonic() + self.timeout
         seen: Any = None
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.HTTPError, ValueError):
-                    response = await client.get(self.status_url)
-                    seen = response.json().get("version")
-                    if seen == version:
-                        return
-                await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            status = await self._status()
+            seen = status.get("version") if status else None
+            if seen == version and all(_retired(worker) for worker in old_workers):
+                return
+            await asyncio.sleep(0.02)
         raise RouterError(
             REDACTOR.scrub(
                 f"nginx did not load upstream version {version} within {self.timeout:g} s "
@@ -471,11 +507,19 @@ def count_log_line(line: str) -> tuple[str, str] | None:
 
 
 def nginx_message(stderr: bytes) -> str:
-    """The lines of nginx's output that say what is wrong (``[emerg]`` first)."""
+    """The lines of nginx's output that say what is wrong (``[emerg]``, ``[error]``, ...)."""
     lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    important = [line for line in lines if "[emerg]" in line or "[alert]" in line]
+    important = [line for line in lines if re.search(r"\[(emerg|alert|crit|error)\]", line)]
     chosen = important or lines[-2:] or ["no message"]
     return "; ".join(re.sub(r"^nginx: ", "", line) for line in chosen)
+
+
+def _retired(worker: psutil.Process) -> bool:
+    """An old worker no longer accepts connections once it is gone or shutting down."""
+    try:
+        return not worker.is_running() or "shutting down" in " ".join(worker.cmdline())
+    except psutil.Error:
+        return True
 
 
 def _status_listen(url: str) -> tuple[str, str]:
