@@ -172,6 +172,11 @@ class NginxRouter:
     ``http://127.0.0.1:9902/changeover-status``) is served by the include itself and proves the
     reload reached the workers; ``access_log`` (default ``changeover-access.log`` beside the
     include) feeds ``stats()``. ``render`` is replaceable (tests inject a broken render).
+
+    ``stats()`` counts the access log from its start, then incrementally (nginx OSS has no
+    per-server counters; a server block with its own ``access_log`` — or ``access_log off`` —
+    hides its requests from it, so add ``access_log <file> changeover_upstream;`` there).
+    Current sessions are unknown (None); status is DRAIN for drained servers, else UP.
     """
 
     def __init__(
