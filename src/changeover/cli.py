@@ -312,6 +312,50 @@ def journal_export(plan: Path, output: Path | None) -> None:
     out.print(f"wrote {count} events to {output}")
 
 
+@cli.group(context_settings=CONTEXT)
+def proxy() -> None:
+    """The built-in proxy: changeover's own data plane (weights, write owner, hold, mirror)."""
+
+
+@proxy.command("serve")
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Proxy config file (YAML).",
+)
+def proxy_serve(config: Path) -> None:
+    """Run the built-in proxy until SIGTERM/SIGINT, then drain in-flight requests.
+
+    Example: changeover proxy serve --config proxy.yaml
+    """
+    import asyncio
+
+    from changeover.proxy.app import serve
+    from changeover.proxy.config import load_proxy_config
+
+    loaded = load_proxy_config(config)
+
+    def ready(server: Any, token_path: Path | None) -> None:
+        listen = loaded.config.listen
+        admin = loaded.config.admin
+        out.print(
+            f"proxy listening on {listen.host}:{server.port}; admin API on "
+            f"{admin.host}:{server.admin_port}"
+            + (f"; admin token in {token_path}" if token_path else "")
+        )
+        sys.stdout.flush()
+
+    try:
+        import uvloop
+
+        uvloop.run(serve(loaded, ready=ready))
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(serve(loaded, ready=ready))
+
+
 @cli.command()
 @click.option("--json", "json_", is_flag=True, help="Progress and results as JSON lines.")
 @click.option(
