@@ -313,6 +313,79 @@ def journal_export(plan: Path, output: Path | None) -> None:
 
 
 @cli.group(context_settings=CONTEXT)
+def route() -> None:
+    """Show or set the traffic split through the plan's router (built-in, HAProxy or nginx)."""
+
+
+@route.command("show")
+@plan_option
+@click.option("--router", "router_name", help="Router system of the plan (if several).")
+@json_option
+def route_show(plan: Path, router_name: str | None, json_: bool) -> None:
+    """Show the weights the router applies now and its per-server counters.
+
+    Example: changeover route show
+    """
+    import asyncio
+
+    from changeover.engine.runbook import Runbook
+    from changeover.traffic.route import open_plan_router
+    from changeover.ui import route_table
+
+    async def read() -> tuple[Any, Any]:
+        router = open_plan_router(runbook, router_name)[1]
+        try:
+            return await router.weights(), await router.stats()
+        finally:
+            await router.close()
+
+    with Runbook.open(plan) as runbook:
+        weights, stats = asyncio.run(read())
+    if json_:
+        _print_json(
+            {
+                "weights": dict(weights.percent),
+                "servers": dict(weights.servers),
+                "instances": [vars(i) | {"responses": dict(i.responses)} for i in stats.instances],
+            }
+        )
+    else:
+        out.print(f"weights: {weights.describe()}")
+        out.print(route_table(stats))
+
+
+@route.command("set")
+@click.argument("weights", nargs=-1, required=True)
+@plan_option
+@click.option("--router", "router_name", help="Router system of the plan (if several).")
+@json_option
+def route_set(weights: tuple[str, ...], plan: Path, router_name: str | None, json_: bool) -> None:
+    """Set the traffic split, e.g. legacy=90 new=10; read back and journaled.
+
+    Example: changeover route set legacy=90 new=10
+    """
+    import asyncio
+
+    from changeover.engine.runbook import Runbook
+    from changeover.traffic.route import open_plan_router, parse_weights, set_route
+
+    async def apply() -> Any:
+        name, router = open_plan_router(runbook, router_name)
+        try:
+            backends = [s for s, sys_ in runbook.plan.systems.items() if sys_.kind == "app"]
+            return await set_route(runbook, router, name, parse_weights(weights, backends))
+        finally:
+            await router.close()
+
+    with Runbook.open(plan) as runbook:
+        observed = asyncio.run(apply())
+    if json_:
+        _print_json({"weights": dict(observed.percent), "servers": dict(observed.servers)})
+    else:
+        out.print(f"router now applies: {observed.describe()}")
+
+
+@cli.group(context_settings=CONTEXT)
 def proxy() -> None:
     """The built-in proxy: changeover's own data plane (weights, write owner, hold, mirror)."""
 

@@ -187,3 +187,22 @@ def _show_default(value: Any) -> str:
     from changeover.units import format_duration
 
     return format_duration(value) if isinstance(value, timedelta) else repr(value)
+
+
+def route_table(stats: Any) -> Table:
+    """Per-server counters of a router (``RouterStats``)."""
+    table = Table(expand=False)
+    for column in ("backend", "server", "status", "weight", "requests", "2xx", "4xx", "5xx"):
+        table.add_column(column, no_wrap=True)
+    for item in stats.instances:
+        table.add_row(
+            item.backend,
+            item.instance,
+            item.status,
+            "" if item.weight is None else str(item.weight),
+            str(item.requests),
+            str(item.responses.get("2xx", 0)),
+            str(item.responses.get("4xx", 0)),
+            str(item.responses.get("5xx", 0)),
+        )
+    return table

@@ -8,106 +8,20 @@ traffic is on loopback, bounded in count and time.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import pytest
 
-from support.backends import BackendProcess, free_port, start_backend
+from support.backends import BackendProcess, start_backend
 from support.load import send
+from support.proxy_process import run_proxy, write_config
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class RunningProxy:
-    url: str
-    admin: str
-    token: str
-    proc: subprocess.Popen[bytes]
-    config: Path
-
-    def admin_call(self, method: str, path: str, body: object | None = None) -> dict[str, object]:
-        response = httpx.request(
-            method,
-            f"{self.admin}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
-        )
-        assert response.status_code == 200, response.text
-        data: dict[str, object] = response.json()
-        return data
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def write_config(
-    directory: Path, backends: dict[str, list[BackendProcess]], **extra: object
-) -> Path:
-    config = {
-        "listen": {"host": "127.0.0.1", "port": free_port()},
-        "admin": {"host": "127.0.0.1", "port": free_port()},
-        "backends": {
-            name: [{"name": b.name, "url": f"http://127.0.0.1:{b.port}"} for b in procs]
-            for name, procs in backends.items()
-        },
-        "health": {"interval": "200ms", "timeout": "500ms"},
-        **extra,
-    }
-    path = directory / "proxy.yaml"
-    path.write_text(json.dumps(config), encoding="utf-8")  # JSON is YAML
-    return path
-
-
-@contextmanager
-def run_proxy(config: Path) -> Iterator[RunningProxy]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "changeover.cli", "proxy", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().decode()
-        if "listening" not in line:
-            proc.kill()
-            raise AssertionError(f"proxy did not start: {line!r} {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        data = json.loads(config.read_text())
-        token = (config.parent / ".changeover" / "proxy-admin-token").read_text().strip()
-        yield RunningProxy(
-            f"http://127.0.0.1:{data['listen']['port']}",
-            f"http://127.0.0.1:{data['admin']['port']}",
-            token,
-            proc,
-            config,
-        )
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 @pytest.fixture

@@ -253,7 +253,8 @@ def open_router(
     HAProxy: ``admin`` is the runtime API socket, ``haproxy_backend`` the HAProxy backend that
     holds every server. nginx: ``config`` is the main nginx.conf, changeover's include is
     ``changeover-upstream.conf`` beside it, and ``admin`` (optional) the status URL the include
-    serves. ``admin`` is resolved here, at the moment of use (it may be a secret reference).
+    serves. Built-in proxy: ``admin`` is its admin API URL and ``token`` its bearer token.
+    ``admin`` and ``token`` are resolved here, at the moment of use (secret references).
     """
     admin = ctx.secret(system.admin, what=f"systems.{name}.admin") if system.admin else None
     if system.type == "haproxy":
@@ -274,6 +275,12 @@ def open_router(
                 "includes changeover's upstream file"
             )
         return NginxRouter(ctx.path(system.config), servers, status_url=admin)
-    raise RouterError(
-        f"systems.{name}: the {system.type} router is not available yet in this version"
-    )
+    from changeover.traffic.builtin import BuiltinRouter
+
+    if admin is None:
+        raise RouterError(
+            f"systems.{name}: the built-in proxy router needs 'admin': the proxy's admin API "
+            "URL, e.g. http://127.0.0.1:9901"
+        )
+    token = ctx.secret(system.token, what=f"systems.{name}.token") if system.token else None
+    return BuiltinRouter(admin, token, servers)
