@@ -34,7 +34,7 @@ from changeover.plan.model import (
     Plan,
     PlanInvalid,
     ProbeCall,
-    _pydantic_message,
+    pydantic_message,
     suggest,
 )
 from changeover.probes.base import REGISTRY
@@ -97,17 +97,17 @@ def load_plan(path: Path | str) -> LoadedPlan:
 def parse_plan_text(text: str, filename: str) -> Plan:
     """Validate plan text; ``filename`` is only used to name positions in the errors."""
     tree = _parse_yaml(text, filename)
-    converter = _Plain(filename)
+    converter = PlainConverter(filename)
     data = converter.convert(tree, (0, 0))
     if converter.issues:
-        raise PlanError(_finish(converter.issues))
+        raise PlanError(finish_issues(converter.issues))
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
         issues = _pydantic_issues(exc.errors(include_url=False), tree, filename)
     except PlanInvalid as exc:
         issues = _reference_issues(exc.problems, tree, filename)
-    raise PlanError(_finish(issues))
+    raise PlanError(finish_issues(issues))
 
 
 # --- YAML ------------------------------------------------------------------------------------
@@ -119,7 +119,7 @@ def _parse_yaml(text: str, filename: str) -> CommentedMap:
         tree = yaml.load(text)
     except DuplicateKeyError as exc:
         issues = _duplicate_keys(text, filename) or [_yaml_issue(exc, filename)]
-        raise PlanError(_finish(issues)) from None
+        raise PlanError(finish_issues(issues)) from None
     except MarkedYAMLError as exc:
         raise PlanError([_yaml_issue(exc, filename)]) from None
     except ReaderError as exc:
@@ -190,7 +190,7 @@ def _line_col(text: str, offset: int) -> tuple[int, int]:
     return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
-class _Plain:
+class PlainConverter:
     """ruamel's node tree → plain dict/list/str/int/float/bool/None/datetime for pydantic.
 
     Refuses what a plan cannot mean: custom tags (``!env``), sets, lists or mappings as keys,
@@ -316,7 +316,7 @@ class _Spot:
         return self.value_pos
 
 
-def _walk(tree: CommentedMap, loc: Loc, *, missing: bool = False) -> _Spot:
+def walk(tree: CommentedMap, loc: Loc, *, missing: bool = False) -> _Spot:
     """Follow ``loc`` through the tree; segments that are not in it are union tags (skipped).
 
     pydantic adds a segment per union member (``ProbeCall``, ``list[ProbeCall]``, the ``kind``
@@ -368,7 +368,7 @@ def _is_call(path: list[str | int]) -> bool:
     return len(path) >= 2 and isinstance(path[-1], int) and path[-2] == "check"
 
 
-def _render(path: Iterable[str | int]) -> str:
+def render_path(path: Iterable[str | int]) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
@@ -384,14 +384,14 @@ def _issue(spot: _Spot, position: Position, message: str, filename: str) -> Plan
     path = spot.path
     if spot.names_key and len(path) >= 1 and _is_call(path[:-1]):
         path = path[:-1]  # "…check: unknown probe 'x'": the message names the key
-    return PlanIssue(filename, position[0] + 1, position[1] + 1, _render(path), message)
+    return PlanIssue(filename, position[0] + 1, position[1] + 1, render_path(path), message)
 
 
 # --- pydantic errors → issues -------------------------------------------------------------------
 
 
 def _pydantic_issues(errors: list[Any], tree: CommentedMap, filename: str) -> list[PlanIssue]:
-    located = [(err, _walk(tree, err["loc"], missing=err["type"] == "missing")) for err in errors]
+    located = [(err, walk(tree, err["loc"], missing=err["type"] == "missing")) for err in errors]
     choices = _union_choices(located, tree)
     issues: list[PlanIssue] = []
     mismatched: set[Loc] = set()
@@ -418,7 +418,7 @@ def _union_choices(located: list[tuple[Any, _Spot]], tree: CommentedMap) -> dict
             tags.setdefault(site, set()).add(tag)
     choices: dict[Loc, set[str]] = {}
     for site, members in tags.items():
-        shape = _shape(_walk(tree, site).node)
+        shape = _shape(walk(tree, site).node)
         fitting = {t for t in members if _tag_shape(t) in (shape, "any")}
         if not fitting and shape in ("str", "number", "bool"):
             fitting = {t for t in members if _tag_shape(t) == "scalar"}
@@ -485,7 +485,7 @@ _EXPECTED_AT = {
 def _mismatch_issue(
     tree: CommentedMap, site: Loc, located: list[tuple[Any, _Spot]], filename: str
 ) -> PlanIssue:
-    spot = _walk(tree, site)
+    spot = walk(tree, site)
     members: list[str] = []
     for _, other in located:
         for other_site, tag in other.sites:
@@ -526,7 +526,7 @@ def _error_issue(err: Any, spot: _Spot, filename: str) -> PlanIssue:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         return _kind_issue(err, spot, filename)
     position = (spot.key_pos or spot.anchor) if spot.names_key else spot.anchor
-    return _issue(spot, position, _pydantic_message(err), filename)
+    return _issue(spot, position, pydantic_message(err), filename)
 
 
 def _unknown_key(key: Any, allowed: list[str]) -> str:
@@ -582,7 +582,7 @@ def _reference_issues(
                 revalidated[call] = bool(again)
             if revalidated[call]:
                 continue
-        spot = _walk(tree, loc)
+        spot = walk(tree, loc)
         if spot.path and _is_call(spot.path[:-1]) and spot.path[-1] == loc[-1]:
             spot.names_key = True  # an unknown probe or action: the key is the name
         position = (spot.key_pos or spot.anchor) if spot.names_key else spot.anchor
@@ -599,8 +599,8 @@ def _probe_call(loc: Loc) -> Loc | None:
 
 
 def _probe_param_issues(call: Loc, tree: CommentedMap, filename: str) -> list[PlanIssue]:
-    spot = _walk(tree, call)
-    params = _Plain(filename).convert(spot.node, spot.value_pos) or {}
+    spot = walk(tree, call)
+    params = PlainConverter(filename).convert(spot.node, spot.value_pos) or {}
     try:
         REGISTRY[str(call[-1])].Params.model_validate(params)
     except ValidationError as exc:
@@ -671,7 +671,7 @@ def _tag_names(tag: str, member: Any) -> bool:
 # --- the final list ---------------------------------------------------------------------------
 
 
-def _finish(issues: list[PlanIssue]) -> list[PlanIssue]:
+def finish_issues(issues: list[PlanIssue]) -> list[PlanIssue]:
     """Sorted by position, without repeats, capped at MAX_ISSUES."""
     unique = list(dict.fromkeys(issues))
     unique.sort(key=lambda i: (i.line or 0, i.column or 0, i.path))

@@ -426,7 +426,7 @@ def _probe_problems(
         params = probe.Params.model_validate(call.params)
     except ValidationError as exc:
         for err in exc.errors():
-            yield where + (call.probe, *err["loc"]), _pydantic_message(err)
+            yield where + (call.probe, *err["loc"]), pydantic_message(err)
         return
     system = getattr(params, "system", None)
     if system is None:
@@ -478,7 +478,7 @@ _EXPECTED = {
 }
 
 
-def _pydantic_message(err: Any) -> str:
+def pydantic_message(err: Any) -> str:
     """pydantic's message, phrased for an operator: what was expected, what was found."""
     kind = err["type"]
     if kind == "extra_forbidden":

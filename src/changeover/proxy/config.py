@@ -23,8 +23,8 @@ from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from changeover.errors import PlanIssue, UsageError
-from changeover.plan.load import _finish, _Plain, _render, _walk
-from changeover.plan.model import _pydantic_message, suggest
+from changeover.plan.load import PlainConverter, finish_issues, render_path, walk
+from changeover.plan.model import pydantic_message, suggest
 from changeover.plan.secretref import FileRef, SecretRef, resolve_ref
 from changeover.proxy.limits import Limits
 from changeover.proxy.shadow import parse_path
@@ -166,7 +166,7 @@ class ConfigInvalid(Exception):
 
     def __init__(self, problems: list[tuple[Loc, str]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{_render(loc)}: {msg}" for loc, msg in problems))
+        super().__init__("; ".join(f"{render_path(loc)}: {msg}" for loc, msg in problems))
 
 
 class ProxyConfig(_Model):
@@ -383,31 +383,31 @@ def parse_proxy_config(text: str, filename: str) -> ProxyConfig:
     if not isinstance(tree, CommentedMap):
         message = "the config is a mapping (listen, admin, backends, ...)"
         raise ProxyConfigError([PlanIssue(filename, 1, 1, "", message)])
-    converter = _Plain(filename)
+    converter = PlainConverter(filename)
     data = converter.convert(tree, (0, 0))
     if converter.issues:
-        raise ProxyConfigError(_finish(converter.issues))
+        raise ProxyConfigError(finish_issues(converter.issues))
     try:
         return ProxyConfig.model_validate(data)
     except ValidationError as exc:
         issues = _validation_issues(exc.errors(include_url=False), tree, filename)
     except ConfigInvalid as exc:
         issues = [_located(tree, loc, message, filename) for loc, message in exc.problems]
-    raise ProxyConfigError(_finish(issues))
+    raise ProxyConfigError(finish_issues(issues))
 
 
 def _located(tree: CommentedMap, loc: Loc, message: str, filename: str) -> PlanIssue:
-    spot = _walk(tree, loc, missing=True)
+    spot = walk(tree, loc, missing=True)
     line, col = spot.anchor
-    return PlanIssue(filename, line + 1, col + 1, _render(spot.path), message)
+    return PlanIssue(filename, line + 1, col + 1, render_path(spot.path), message)
 
 
 def _validation_issues(errors: list[Any], tree: CommentedMap, filename: str) -> list[PlanIssue]:
     issues: list[PlanIssue] = []
     unions: set[str] = set()
     for err in errors:
-        spot = _walk(tree, err["loc"], missing=err["type"] == "missing")
-        where = _render(spot.path)
+        spot = walk(tree, err["loc"], missing=err["type"] == "missing")
+        where = render_path(spot.path)
         if spot.sites:  # one alternative of a union (the token: a string or {file: ...})
             if where in unions:
                 continue
@@ -427,7 +427,7 @@ def _validation_issues(errors: list[Any], tree: CommentedMap, filename: str) -> 
         elif err["type"] == "missing":
             message = "required key is missing"
         else:
-            message = _pydantic_message(err)
+            message = pydantic_message(err)
         line, col = spot.anchor
         issues.append(PlanIssue(filename, line + 1, col + 1, where, message))
     return issues
