@@ -218,3 +218,23 @@ def test_changes_need_the_token(
         )
         assert wrong.status_code == 401
         assert proxy.admin_call("GET", "/v1/state")["weights"] == {"legacy": 100.0, "new": 0.0}
+
+
+def test_sigterm_drains_in_flight_requests_before_exiting(
+    two_backends: tuple[Path, dict[str, list[BackendProcess]]],
+) -> None:
+    directory, backends = two_backends
+    with run_proxy(write_config(directory, backends)) as proxy:
+
+        async def scenario() -> tuple[int, float]:
+            async with httpx.AsyncClient(timeout=10) as client:
+                slow = asyncio.create_task(client.get(f"{proxy.url}/slow?ms=1500"))
+                await asyncio.sleep(0.3)
+                started = time.monotonic()
+                proxy.proc.terminate()
+                response = await slow
+                return response.status_code, time.monotonic() - started
+
+        status, _ = asyncio.run(scenario())
+        assert status == 200, "the request in flight was answered"
+        assert proxy.proc.wait(15) == 0, "the proxy exited cleanly after draining"
