@@ -206,3 +206,22 @@ def route_table(stats: Any) -> Table:
             str(item.responses.get("5xx", 0)),
         )
     return table
+
+
+def traffic_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The demo's traffic shift: weight set, read back, and the share counted at the client."""
+    table = Table(title="traffic through the built-in proxy", expand=False)
+    for column in ("new weight", "router reads back", "requests", "reached new", "errors"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("proxy p95 (10 s)", justify="right", no_wrap=True)
+    for row in rows:
+        p95 = row["proxy_p95_ms"]
+        table.add_row(
+            f"{row['weight_new']}%",
+            f"{row['router_reads_back']:g}%",
+            str(row["requests"]),
+            f"{row['measured_new']:g}%",
+            str(row["errors"]),
+            "—" if p95 is None else f"{p95:g} ms",
+        )
+    return table

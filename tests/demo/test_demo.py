@@ -31,7 +31,7 @@ def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     kinds = [e["event"] for e in events]
-    assert kinds == ["starting", "services", "checks", "done"]
+    assert kinds == ["starting", "services", "checks", "traffic", "done"]
 
     services = events[1]
     assert {"postgres", "replica", "redis"} <= set(services)
@@ -40,7 +40,13 @@ def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path
     for step in DB_CHECKS:
         assert results[step]["status"] == "pass", results[step]
     assert results["redis-deployed"]["status"] in ("pass", "fail")  # ran, with a verdict
-    done = events[3]
+    steps = events[3]["steps"]
+    assert [s["weight_new"] for s in steps] == [10, 50, 100]
+    for step in steps:
+        assert step["router_reads_back"] == step["weight_new"]
+        assert abs(step["measured_new"] - step["weight_new"]) <= 3, step
+        assert step["errors"] == 0
+    done = events[4]
     assert done["journal_ok"] is True
     assert done["journal_events"] == len(results) + 1  # + plan.loaded
     assert (tmp_path / "changeover.yaml").is_file()

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from changeover.loadgen.client import send
 from support.backends import BackendProcess, start_backend
-from support.load import send
 from support.proxy_process import run_proxy, write_config
 
 pytestmark = pytest.mark.integration

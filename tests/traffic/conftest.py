@@ -13,8 +13,8 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from changeover.loadgen import client as load
 from changeover.traffic import Server
-from support import load
 from support.backends import BackendProcess, start_backend
 
 INSTANCES = (("legacy", "legacy-1"), ("legacy", "legacy-2"), ("new", "new-1"))

@@ -12,10 +12,10 @@ import pytest
 
 from changeover.cli import main
 from changeover.journal import open_journal
+from changeover.loadgen.client import send
 from changeover.traffic import RouterError
 from changeover.traffic.builtin import BuiltinRouter
 from support.backends import BackendProcess, start_backend
-from support.load import send
 from support.proxy_process import RunningProxy, run_proxy, write_config
 
 pytestmark = pytest.mark.integration

@@ -215,7 +215,7 @@ def test_open_router_names_what_the_plan_lacks() -> None:
         open_router(RouterSystem(type="haproxy"), SERVERS, ProbeContext(), name="lb")
     with pytest.raises(RouterError, match="an nginx router needs 'config'"):
         open_router(RouterSystem(type="nginx"), SERVERS, ProbeContext())
-    with pytest.raises(RouterError, match="built-in proxy router needs .admin."):
+    with pytest.raises(RouterError, match=r"built-in proxy router needs 'admin'"):
         open_router(RouterSystem(type="builtin"), SERVERS, ProbeContext())
 
 

@@ -1,13 +1,15 @@
-"""The demo scenario: embedded servers, the default plan, its pre-deployment checks.
+"""The demo scenario: embedded servers, the default plan's checks, then a traffic shift.
 
 Starts PostgreSQL (+ a streaming replica) and Redis in a temporary directory, writes the default
 plan next to a fresh journal, points the plan's ``${PG_URL}``/``${REDIS_URL}`` references at the
 embedded servers and runs the pre-deployment stage's checks, printing the table (or JSON lines).
-Later capabilities grow this into the whole cutover.
+Then the built-in proxy shifts two stand-in apps 10 → 50 → 100 % with counted requests. Later
+capabilities grow this into the whole cutover.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -20,13 +22,14 @@ from typing import Any
 from rich.console import Console
 
 from changeover.demo.prepare import prepare_demo_servers
+from changeover.demo.traffic import shift_traffic
 from changeover.engine.check import StepOutcome
 from changeover.engine.runbook import Runbook
 from changeover.plan.default import write_default_plan
 from changeover.secrets import REDACTOR
 from changeover.services import Services, start_demo_services
 from changeover.services.binaries import find_postgres_bin_dir, find_redis_server
-from changeover.ui import check_table, live_progress
+from changeover.ui import check_table, live_progress, traffic_table
 
 DEMO_STAGE = "pre-deployment"
 
@@ -66,11 +69,13 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
                 outcomes = runbook.check(stage_ids=[DEMO_STAGE], progress=progress)
             verified = runbook.journal.verify()
 
+        rows = asyncio.run(shift_traffic(workdir))
         summary = _summary(outcomes)
         if emit:
             emit(
                 {"event": "checks", "stage": DEMO_STAGE, "results": [o.to_json() for o in outcomes]}
             )
+            emit({"event": "traffic", "steps": rows})
             emit(
                 {
                     "event": "done",
@@ -94,6 +99,7 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
                 if keep
                 else ("plan and journal were temporary (keep them with --workdir DIR)")
             )
+            console.print(traffic_table(rows))
             console.print(
                 f"journal: {verified.count} events, chain ok={verified.ok}; {where}"
                 f" ({time.monotonic() - started:.1f}s)"

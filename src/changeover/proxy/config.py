@@ -50,7 +50,7 @@ def _parse_size(value: Any) -> Any:
 
 
 ByteSize = Annotated[int, BeforeValidator(_parse_size), Field(gt=0)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (tests, demo)
 Name = Annotated[str, Field(pattern=_NAME, max_length=64)]
 
 
@@ -268,7 +268,7 @@ def _problems(config: ProxyConfig) -> Iterator[tuple[Loc, str]]:
             "add admin.token: '${ROUTER_TOKEN}'",
         )
     listen, admin = config.listen, config.admin
-    if listen.port == admin.port and (
+    if listen.port == admin.port != 0 and (
         listen.host == admin.host or "0.0.0.0" in (listen.host, admin.host)
     ):
         yield ("admin", "port"), f"port {admin.port} is also the proxy's listen port"

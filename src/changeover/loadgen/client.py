@@ -1,8 +1,11 @@
-"""A minimal keep-alive HTTP/1.1 load client for the tests, fast enough for counted shares.
+"""A minimal keep-alive HTTP/1.1 client that counts which instance answered each request.
 
-httpx's async pool managed ~250 requests/s here, too slow to count 10,000 answers; this client
-speaks just enough HTTP/1.1 over asyncio streams, against backends that always send
-Content-Length (``tests/support/backends.py``) through the proxies under test.
+Closed model (each connection sends its next request when the previous answer arrived): for
+counting traffic shares in the demo and the tests, not for measuring latency (the open-model
+generator of the load-testing capability does that). httpx's async pool managed ~250
+requests/s here, too slow to count 10,000 answers; this speaks just enough HTTP/1.1 over asyncio
+streams, against servers that always send Content-Length, and reads the answering instance from
+a header (``X-Backend``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ async def send(
     body: bytes = b"",
     concurrency: int = 8,
     timeout: float = 60,
+    instance_header: str = "x-backend",
 ) -> list[Answer]:
     """Send ``count`` requests (request i carries ``sessions[i % len]`` as ``co_session``)."""
     parts = urlsplit(url)
@@ -71,7 +75,7 @@ async def send(
                     if name == "set-cookie" and value.startswith("co_session="):
                         set_session = value.split("=", 1)[1].split(";", 1)[0]
                 await reader.readexactly(int(headers.get("content-length", "0")))
-                instance = headers.get("x-backend", f"?{status}")
+                instance = headers.get(instance_header, f"?{status}")
                 results.append(Answer(i, session, instance, status, set_session))
                 if headers.get("connection", "").lower() == "close":
                     writer.close()
