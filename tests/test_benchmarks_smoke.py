@@ -1,0 +1,63 @@
+"""The proxy benchmark in its smoke size (about 20 s): it runs end to end and writes its table.
+
+Only the shape is asserted (every target measured, numbers parsed, goals stated, the rest of
+BENCHMARKS.md kept), never performance: the smoke size is too short for meaningful numbers.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support.binaries import require_binary
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "proxy_bench.py"
+BEGIN = "<!-- proxy-bench:begin (written by benchmarks/proxy_bench.py --write) -->"
+END = "<!-- proxy-bench:end -->"
+TARGETS = (
+    "direct (no proxy)",
+    "built-in proxy (1 process)",
+    "HAProxy 2.6, nbthread 1",
+    "HAProxy 2.6, nbthread 2",
+    "nginx 1.22, worker_processes 1",
+)
+
+
+def _row(text: str, label: str) -> list[str]:
+    rows = [line for line in text.splitlines() if line.startswith(f"| {label}")]
+    assert rows, f"no row for {label!r} in:\n{text}"
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def test_smoke_benchmark_writes_its_tables_and_keeps_other_sections(tmp_path: Path) -> None:
+    for binary, package in (("wrk", "wrk"), ("haproxy", "haproxy"), ("nginx", "nginx")):
+        require_binary(binary, package, extra_dirs=("/usr/sbin",))
+    output = tmp_path / "BENCHMARKS.md"
+    stale = f"{BEGIN}\n## Proxy (issue 3)\n\nstale numbers\n{END}\n"
+    output.write_text(f"# Benchmarks\n\n## Other\n\nkeep me\n\n{stale}\n## After\n")
+
+    argv = [sys.executable, str(SCRIPT), "--smoke", "--write", "--output", str(output)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    text = output.read_text(encoding="utf-8")
+    assert "keep me" in text and "## After" in text
+    assert "stale numbers" not in text
+    assert text.count("## Proxy (issue 3)") == 1
+    for label in TARGETS:
+        cells = _row(text.split("### Latency")[0], label)
+        assert float(cells[1].replace(",", "")) > 0, cells  # requests/s
+    for label in TARGETS[:3] + TARGETS[4:]:  # the latency table has no HAProxy nbthread 2
+        cells = _row(text.split("### Latency")[1], label)
+        assert float(cells[1].replace(",", "")) > 0, cells  # achieved requests/s
+    assert re.search(r"Goal built-in ≥ 0\.6× HAProxy .*\*\*(met|NOT met)\*\*", text)
+    assert re.search(r"Goal built-in added p99 ≤ 1 ms .*\*\*(met|NOT met)\*\*", text)
+    assert re.search(r"Goal RSS flat .*\*\*(met|NOT met)", text)
+    assert re.search(r"Machine: \d+ cores \(.+\), kernel ", text)
