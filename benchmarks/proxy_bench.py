@@ -435,7 +435,19 @@ def machine() -> dict[str, str]:
             done = subprocess.run([binary, *argv[1:]], capture_output=True, text=True)
             text = (done.stdout + done.stderr).strip().splitlines()
             versions[name] = text[0] if text else "?"
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src/changeover/proxy"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    code = f"commit {commit or '?'}" + (
+        " plus uncommitted changes in src/changeover/proxy" if dirty else ""
+    )
     return {
+        "code": code,
         "nproc": str(os.cpu_count()),
         "cpu": model,
         "kernel": platform.release(),
@@ -464,6 +476,7 @@ def render(report: Report) -> str:
         f"- Machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, "
         f"Python {m['python']}; load average before the run "
         f"{' / '.join(f'{x:.2f}' for x in report.load_before)} (shared, noisy machine).",
+        f"- Built-in proxy code measured: {m['code']}.",
         f"- Peers: {m.get('haproxy', '?')}; {m.get('nginx', '?')}; {m.get('wrk', '?')}.",
         "- Backend: one `tests/support/backends.py` process (asyncio + uvloop, HTTP/1.1 "
         f"keep-alive), `GET {PATH}` answering 200 with a 9-byte body. The same backend serves "
