@@ -232,6 +232,12 @@ class Exchange:
         else:
             self.conn.flow.resume_reading("upstream")
 
+    def response_batch(self, active: bool) -> None:
+        if active:
+            self.conn.cork()
+        else:
+            self.conn.uncork()
+
     def tunnel_data(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.conn.write(data)

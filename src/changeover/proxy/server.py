@@ -102,6 +102,7 @@ class ClientProtocol(asyncio.Protocol):
         self.client: tuple[str, int] = ("", 0)
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
+        self._corked: list[bytes] | None = None  # writes collected while corked
         self.queue: deque[Exchange] = deque()  # parsed, not yet answered; [0] is being served
         self.task: asyncio.Task[None] | None = None
         self.tunnel: UpstreamConnection | None = None
@@ -389,10 +390,23 @@ class ClientProtocol(asyncio.Protocol):
             )
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self._corked is not None:
+            self._corked.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
 
+    def cork(self) -> None:
+        """Collect writes until ``uncork``: one send instead of one per piece."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        parts, self._corked = self._corked, None
+        if parts and self.transport is not None and not self.closed:
+            self.transport.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
     def _close(self) -> None:
+        self.uncork()  # what was written before the close still goes out
         self._cancel_timers()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()

@@ -57,6 +57,11 @@ class ResponseSink(Protocol):
 
     def tunnel_data(self, data: bytes) -> None: ...
 
+    def response_batch(self, active: bool) -> None:
+        """True before the events of one upstream read, False after: the sink may coalesce
+        what it writes meanwhile into one send (a response head and body in one syscall)."""
+        ...
+
 
 class _StopAfterHead(Exception):
     """Raised inside the parser callback to end a HEAD response at its head (llhttp would
@@ -178,6 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes while no request is outstanding: the connection is out of step; drop it.
             self.abort()
             return
+        sink.response_batch(True)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
@@ -199,6 +205,8 @@ class UpstreamConnection(asyncio.Protocol):
             if not self.complete:
                 self.complete = True
                 sink.response_failed(f"invalid response from upstream: {exc}")
+        finally:
+            sink.response_batch(False)
 
     # ---- httptools callbacks ------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -355,6 +363,9 @@ class _Capture:
         pass
 
     def tunnel_data(self, data: bytes) -> None:
+        pass
+
+    def response_batch(self, active: bool) -> None:
         pass
 
 
