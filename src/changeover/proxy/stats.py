@@ -71,8 +71,8 @@ MAX_ERROR_KINDS = 16
 _KIND_CHARS = re.compile(r"[^a-z0-9_]+")
 
 
-def _histogram() -> HdrHistogram:
-    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
+def _histogram(word_size: int = 8) -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES, word_size=word_size)
 
 
 def _status_index(status: int) -> int:
@@ -95,6 +95,16 @@ class _Bucket:
     )
 
     def __init__(self, second: int | None) -> None:
+        self.latency: HdrHistogram | None = None  # created at the first recorded value
+        self.reset(second)
+
+    def reset(self, second: int | None) -> None:
+        """Empty the bucket for another second, keeping its histogram's memory.
+
+        A new HdrHistogram every second per instance made RSS grow by ~20 MiB before it levelled
+        off (the package does not give a dropped histogram's memory back); reusing the ring's
+        histograms keeps it flat.
+        """
         self.second = second
         self.codes = [0, 0, 0, 0, 0]
         self.errors: dict[str, int] = {}
@@ -102,12 +112,14 @@ class _Bucket:
         self.bytes_in = 0
         self.bytes_out = 0
         self.latency_sum = 0.0
-        self.latency: HdrHistogram | None = None  # created at the first recorded value
+        if self.latency is not None:
+            self.latency.reset()
 
     def record(self, value_us: int) -> HdrHistogram:
         hist = self.latency
         if hist is None:
-            hist = self.latency = _histogram()
+            # One second's counts fit in 32 bits: half the memory of the ring (70 KiB a slot).
+            hist = self.latency = _histogram(word_size=4)
         hist.record_value(value_us)
         return hist
 
@@ -142,7 +154,7 @@ class _Series:
         if slot.second != second:
             if slot.second is not None:
                 self.folded.add(slot)
-            slot = self.ring[second % RING_SECONDS] = _Bucket(second)
+            slot.reset(second)
         return slot
 
     def window(self, now_second: int, seconds: int | None) -> Iterator[_Bucket]:
