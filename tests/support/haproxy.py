@@ -10,8 +10,6 @@ consistent hashing on the session cookie (see ``changeover.traffic.haproxy``).
 from __future__ import annotations
 
 import contextlib
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -19,14 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.binaries import require_binary
+from support.process import accepts, free_port, log_tail, stop
 
 STICKY_BALANCE = "balance hash req.cook(co_session)\n    hash-type consistent"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -41,9 +34,7 @@ class HaproxyServer:
     process: subprocess.Popen[bytes]
 
     def log_tail(self, lines: int = 30) -> str:
-        log = self.workdir / "haproxy.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.workdir / "haproxy.log", lines)
 
 
 def config(
@@ -96,7 +87,7 @@ def run_haproxy(
         if server is not None:
             break
     if server is None:
-        raise RuntimeError(f"HAProxy did not start:\n{_tail(workdir / 'haproxy.log')}")
+        raise RuntimeError(f"HAProxy did not start:\n{log_tail(workdir / 'haproxy.log')}")
     try:
         yield server
     finally:
@@ -139,31 +130,8 @@ def _start(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return None  # most likely a port was taken; the log says why
-        if admin_socket.exists() and _accepts(port):
+        if admin_socket.exists() and accepts(port):
             return server
         time.sleep(0.05)
     stop(process)
     raise RuntimeError(f"HAProxy not ready within {timeout:g}s:\n{server.log_tail()}")
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])

@@ -10,9 +10,7 @@ stopped on exit.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.binaries import require_binary
+from support.process import accepts, free_port, log_tail, stop
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGQUIT (graceful), then SIGKILL to the group: nginx's master takes its workers along."""
+    stop(process, first_signal=signal.SIGQUIT, kill_group=True)
 
 
 @dataclass
@@ -42,9 +40,7 @@ class NginxServer:
     process: subprocess.Popen[bytes]
 
     def log_tail(self, lines: int = 30) -> str:
-        log = self.prefix / "error.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.prefix / "error.log", lines)
 
 
 def config(workdir: Path, port: int, include: Path, *, workers: int = 1) -> str:
@@ -90,11 +86,11 @@ def run_nginx(
         if server is not None:
             break
     if server is None:
-        raise RuntimeError(f"nginx did not start:\n{_tail(workdir / 'error.log')}")
+        raise RuntimeError(f"nginx did not start:\n{log_tail(workdir / 'error.log')}")
     try:
         yield server
     finally:
-        stop(server.process)
+        _stop(server.process)
 
 
 def _start(
@@ -132,33 +128,8 @@ def _start(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             return None  # most likely a port was taken; the log says why
-        if (workdir / "nginx.pid").exists() and _accepts(port):
+        if (workdir / "nginx.pid").exists() and accepts(port):
             return server
         time.sleep(0.05)
-    stop(process)
+    _stop(process)
     raise RuntimeError(f"nginx not ready within {timeout:g}s:\n{server.log_tail()}")
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-    except OSError:
-        return False
-    return True
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGQUIT (graceful), then SIGKILL; nginx's master takes its workers with it."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGQUIT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # the master and its workers
-            process.wait(timeout=5)
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from support.binaries import require_binary
+from support.process import free_port, log_tail, stop
 
 #: alert rules loaded by default: one that holds (error ratio is low), one per demo gauge
 DEFAULT_RULES = """\
@@ -41,13 +40,6 @@ groups:
       - record: demo:requests:rate1m
         expr: rate(demo_requests_total[1m])
 """
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the OS may hand it out again later: retry on use)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -122,9 +114,7 @@ class PrometheusServer:
         raise AssertionError(f"{promql!r} returned nothing within {timeout:g}s\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 30) -> str:
-        log = self.workdir / "prometheus.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.workdir / "prometheus.log", lines)
 
 
 def _config(jobs: dict[str, str], rules_file: Path) -> str:
@@ -165,14 +155,14 @@ def run_prometheus(
         if server is not None:
             break
     if server is None:
-        raise RuntimeError(f"Prometheus did not start:\n{_tail(workdir / 'prometheus.log')}")
+        raise RuntimeError(f"Prometheus did not start:\n{log_tail(workdir / 'prometheus.log')}")
     server.jobs = dict(jobs)
     try:
         for job in jobs:
             server.wait_for(f'up{{job="{job}"}}', timeout=start_timeout)
         yield server
     finally:
-        _stop(server.process)
+        stop(server.process)
 
 
 def _start(binary: str, workdir: Path, config: Path, timeout: float) -> PrometheusServer | None:
@@ -208,20 +198,5 @@ def _start(binary: str, workdir: Path, config: Path, timeout: float) -> Promethe
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    _stop(process)
+    stop(process)
     raise RuntimeError(f"Prometheus not ready within {timeout:g}s:\n{server.log_tail()}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-def _tail(log: Path, lines: int = 30) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
