@@ -8,6 +8,10 @@ traffic is on loopback, bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -238,3 +242,24 @@ def test_sigterm_drains_in_flight_requests_before_exiting(
         status, _ = asyncio.run(scenario())
         assert status == 200, "the request in flight was answered"
         assert proxy.proc.wait(15) == 0, "the proxy exited cleanly after draining"
+
+
+@pytest.mark.parametrize("taken", ["listen", "admin"])
+def test_a_taken_port_is_a_plain_error(
+    taken: str, two_backends: tuple[Path, dict[str, list[BackendProcess]]]
+) -> None:
+    directory, backends = two_backends
+    config = write_config(directory, backends)
+    data = json.loads(config.read_text())
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", data[taken]["port"]))
+        blocker.listen(1)
+        proc = subprocess.run(
+            [sys.executable, "-m", "changeover.cli", "proxy", "serve", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert proc.returncode == 3, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{data[taken]['port']}" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -16,13 +16,14 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
-from changeover.errors import UsageError
+from changeover.errors import ServiceError, UsageError
 from changeover.proxy.admin import AdminRefused, build_admin_app
 from changeover.proxy.balance import Balancer, WriteRules
 from changeover.proxy.config import LoadedProxyConfig, is_loopback
@@ -159,16 +160,25 @@ class ProxyServer:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        listen = self.config.listen
-        self.data = await start_proxy(
-            listen.host,
-            listen.port,
-            chooser=self.balancer.chooser,
-            observer=_Observers(self.proxy_stats, PassiveHealthObserver(self.tracker)),
-            limits=self.config.limits.to_limits(),
-        )
+        listen, admin = self.config.listen, self.config.admin
+        # Bind the admin socket first, ourselves: a taken port is then a plain error here
+        # rather than uvicorn exiting the process from inside its task.
+        admin_socket = _bind(admin.host, admin.port, "admin API")
+        try:
+            self.data = await start_proxy(
+                listen.host,
+                listen.port,
+                chooser=self.balancer.chooser,
+                observer=_Observers(self.proxy_stats, PassiveHealthObserver(self.tracker)),
+                limits=self.config.limits.to_limits(),
+            )
+        except OSError as exc:
+            admin_socket.close()
+            raise ServiceError(
+                f"proxy cannot listen on {listen.host}:{listen.port}: "
+                f"{exc.strerror or exc} (is another proxy running there?)"
+            ) from exc
         self.checker.start()
-        admin = self.config.admin
         app = build_admin_app(self, token=self.token, open_reads=is_loopback(admin.host))
         uv_config = uvicorn.Config(
             app,
@@ -180,14 +190,13 @@ class ProxyServer:
             loop="none",
         )
         self._admin = _AdminServer(uv_config)
-        self._admin_task = asyncio.create_task(self._admin.serve())
+        self._admin_task = asyncio.create_task(self._admin.serve(sockets=[admin_socket]))
         while not self._admin.started:
             if self._admin_task.done():
-                await self._admin_task  # raises what stopped it (e.g. port in use)
-                raise UsageError(f"admin API could not listen on {admin.host}:{admin.port}")
+                await self._admin_task
+                raise ServiceError(f"admin API could not start on {admin.host}:{admin.port}")
             await asyncio.sleep(0.01)
-        servers = self._admin.servers
-        self.admin_port = servers[0].sockets[0].getsockname()[1] if servers else admin.port
+        self.admin_port = int(admin_socket.getsockname()[1])
 
     @property
     def port(self) -> int:
@@ -257,6 +266,23 @@ class ProxyServer:
 
     def health(self) -> dict[str, Any]:
         return self.tracker.snapshot()
+
+
+def _bind(host: str, port: int, what: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ServiceError(
+            f"{what} cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another proxy running there?)"
+        ) from exc
+    sock.setblocking(False)
+    return sock
 
 
 def ensure_token(loaded: LoadedProxyConfig) -> tuple[str, Path | None]:
