@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from changeover.errors import UsageError
-from changeover.journal import Journal
+from changeover.journal import CHECK_RESULT, Journal
 from changeover.plan.load import LoadedPlan
 from changeover.plan.model import ProbeCall, Stage, Step, suggest
 from changeover.probes.base import CheckResult, ProbeContext, Status, run_probe
-
-CHECK_RESULT = "check.result"
 
 _SEVERITY = {Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2, Status.ERROR: 3}
 

@@ -15,15 +15,13 @@ from types import TracebackType
 from typing import Any
 
 from changeover.engine.check import Progress, StepOutcome, run_checks, select_steps
-from changeover.engine.state import NOTE, SIGNOFF, RunbookState, project
+from changeover.engine.state import RunbookState, project
 from changeover.errors import UsageError
-from changeover.journal import Journal, open_journal
+from changeover.journal import NOTE, PLAN_LOADED, SIGNOFF, Journal, open_journal
 from changeover.plan.load import LoadedPlan, load_plan
 from changeover.plan.model import suggest
 from changeover.plan.secretref import resolve_ref
 from changeover.probes.base import ProbeContext
-
-PLAN_LOADED = "plan.loaded"
 
 
 class Runbook:
@@ -59,9 +57,7 @@ class Runbook:
 
     def _record_plan_version(self) -> None:
         """Journal the plan's hash whenever it changed, so results can be tied to a plan text."""
-        last = None
-        for event in self.journal.events(kinds=[PLAN_LOADED]):
-            last = event
+        last = self.journal.latest(PLAN_LOADED)
         digest = self.loaded.text_sha256
         if last is None or last.payload.get("sha256") != digest:
             self.journal.append(

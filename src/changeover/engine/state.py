@@ -14,10 +14,8 @@ from enum import StrEnum
 from typing import Any
 
 from changeover.actions import ACTIONS
+from changeover.journal import CHECK_RESULT, NOTE, SIGNOFF
 from changeover.plan.model import Plan, Stage, Step
-
-SIGNOFF = "signoff"
-NOTE = "note"
 
 
 class State(StrEnum):
@@ -175,7 +173,7 @@ def project(plan: Plan, events: Iterable[Any], now: datetime) -> RunbookState:
     for event in events:
         count += 1
         payload = event.payload
-        if event.kind == "check.result" and "step" in payload:
+        if event.kind == CHECK_RESULT and "step" in payload:
             results[payload["step"]] = (event.ts, payload)
         elif event.kind == SIGNOFF and "step" in payload:
             signoffs.setdefault(payload["step"], []).append(

@@ -15,13 +15,11 @@ from urllib.parse import urlsplit
 
 from changeover.engine.runbook import Runbook
 from changeover.errors import UsageError
+from changeover.journal import ACTION_INTENT, ACTION_OUTCOME
 from changeover.plan.model import Plan, suggest
 from changeover.plan.systems import RouterSystem
 from changeover.probes.base import ProbeContext
 from changeover.traffic.router import Router, Server, Weights, open_router
-
-ACTION_INTENT = "action.intent"
-ACTION_OUTCOME = "action.outcome"
 
 
 def plan_servers(plan: Plan, ctx: ProbeContext) -> list[Server]:
