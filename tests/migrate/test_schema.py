@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from changeover.errors import UsageError
@@ -266,3 +268,36 @@ def test_render_ddl_orders_sections_for_loading(app_plan: PgPlan) -> None:
         for marker in ("CREATE TABLE", "CREATE INDEX", "UNIQUE (", "FOREIGN KEY", "setval(")
     ]
     assert positions == sorted(positions)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("make", [make_app_db, make_weird_db])
+def test_every_planned_statement_executes_on_postgres(
+    tmp_path: Path, pg_url: str, make: Callable[[Path], Path]
+) -> None:
+    plan = plan_schema(introspect(make(tmp_path / "source.db")))
+    statements = [t.create_sql for t in plan.tables]
+    statements += [*plan.indexes, *plan.unique_constraints, *plan.foreign_keys]
+    statements += plan.sequence_resets
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement.encode())  # bytes: the DDL is data here, not a literal
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()
+    assert tables == (len(plan.tables),)
+
+
+@pytest.mark.integration
+def test_identity_continues_past_sqlite_sequence_on_postgres(tmp_path: Path, pg_url: str) -> None:
+    plan = plan_schema(introspect(make_app_db(tmp_path / "app.db", rows=9)))
+    users = next(t for t in plan.tables if t.name == "users")
+    (reset,) = [r for r in plan.sequence_resets if '"users"' in r]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(users.create_sql.encode())
+        conn.execute(reset.encode())
+        row = conn.execute(
+            "INSERT INTO users (email, name) VALUES ('new@example.com', 'New') RETURNING id, "
+            "is_admin, created_at IS NOT NULL"
+        ).fetchone()
+    assert row == (10, False, True)
