@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from changeover.migrate.schema import (
     CastRule,
     PgPlan,
     affinity,
+    constraint_name,
     parse_cast,
     pg_type_for,
     plan_schema,
@@ -301,3 +303,24 @@ def test_identity_continues_past_sqlite_sequence_on_postgres(tmp_path: Path, pg_
             "is_admin, created_at IS NOT NULL"
         ).fetchone()
     assert row == (10, False, True)
+
+
+def test_long_constraint_names_fit_postgres_limit() -> None:
+    name = constraint_name("a" * 40, "b" * 40, "fkey")
+    assert len(name.strip('"').encode()) == 63
+    assert name != constraint_name("a" * 40, "b" * 39 + "c", "fkey")
+    assert constraint_name("users", "email", "key") == '"users_email_key"'
+
+
+def test_partial_index_condition_is_warned_about(app_plan: PgPlan) -> None:
+    assert any("partial index 'orders_open'" in w for w in app_plan.warnings)
+
+
+def test_virtual_table_is_listed_as_not_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "fts.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+    conn.close()
+    plan = plan_schema(introspect(path))
+    assert plan.tables == ()
+    assert any(w.startswith("docs: not migrated: virtual table") for w in plan.warnings)

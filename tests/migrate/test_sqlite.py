@@ -139,3 +139,16 @@ def test_introspection_does_not_write_the_file(tmp_path: Path) -> None:
     before = path.read_bytes()
     introspect(path)
     assert path.read_bytes() == before
+
+
+def test_virtual_and_shadow_tables_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    path = tmp_path / "fts.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE VIRTUAL TABLE docs USING fts5(body)")
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.close()
+    schema = introspect(path)
+    assert [t.name for t in schema.tables] == ["notes"]
+    reasons = dict(schema.skipped)
+    assert reasons["docs"].startswith("virtual table")
+    assert "docs_content" in reasons

@@ -27,13 +27,14 @@ Defaults: NULL is no default; numeric and string constants pass when they fit th
 CURRENT_TIMESTAMP / datetime('now') → now() (or SQLite's UTC text format in a text column),
 CURRENT_DATE / date('now') → the UTC date, strftime('%s','now') → epoch seconds. Anything else is
 omitted and listed in ``PgPlan.warnings`` — never silently. Index ``WHERE`` clauses and expression
-keys are SQLite text copied verbatim (expression indexes are warned about).
+keys are SQLite text copied verbatim, with a warning each. Virtual tables are not migrated (warned).
 
 Overrides: ``{"table.column": "<pg type> [from <format>]"}``, formats in ``SOURCE_FORMATS``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -165,6 +166,19 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+PG_NAME_BYTES = 63
+
+
+def constraint_name(*parts: str) -> str:
+    """A quoted ``a_b_suffix`` name; past PostgreSQL's 63 bytes, shortened with a hash."""
+    name = "_".join(parts)
+    if len(name.encode()) <= PG_NAME_BYTES:
+        return quote(name)
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    head = name.encode()[: PG_NAME_BYTES - 9].decode(errors="ignore")
+    return quote(f"{head}_{digest}")
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -287,7 +301,7 @@ class PgPlan:
 def plan_schema(schema: SqliteSchema, casts: Mapping[str, str] | None = None) -> PgPlan:
     """Map every table, index, unique constraint and foreign key of ``schema`` to PostgreSQL."""
     rules = parse_casts(casts or {}, schema)
-    warnings: list[str] = []
+    warnings = [f"{name}: not migrated: {reason}" for name, reason in schema.skipped]
     tables: list[PgTable] = []
     indexes: list[str] = []
     uniques: list[str] = []
@@ -308,7 +322,7 @@ def plan_schema(schema: SqliteSchema, casts: Mapping[str, str] | None = None) ->
                     f"{table.name}: foreign key to missing table {fk.ref_table!r}; not created"
                 )
                 continue
-            name = quote(f"{table.name}_{'_'.join(fk.columns)}_fkey")
+            name = constraint_name(table.name, *fk.columns, "fkey")
             refs = f" ({', '.join(map(quote, fk.ref_columns))})" if fk.ref_columns else ""
             actions = "".join(
                 f" ON {verb} {action}"
@@ -395,7 +409,7 @@ def _index_sql(table: Table, index: Index, warnings: list[str]) -> str | None:
     if index.origin == "pk":
         return None
     if index.origin == "u":
-        name = quote(f"{table.name}_{'_'.join(c or 'expr' for c in index.columns)}_key")
+        name = constraint_name(table.name, *(c or "expr" for c in index.columns), "key")
         columns = ", ".join(quote(c) for c in index.columns if c is not None)
         return f"ALTER TABLE {quote(table.name)} ADD CONSTRAINT {name} UNIQUE ({columns});"
     if index.has_expressions:
@@ -408,6 +422,11 @@ def _index_sql(table: Table, index: Index, warnings: list[str]) -> str | None:
         )
     else:
         keys = ", ".join(quote(c) for c in index.columns if c is not None)
+    if index.where:
+        warnings.append(
+            f"{table.name}: partial index {index.name!r} condition copied verbatim from SQLite: "
+            f"{index.where}"
+        )
     unique = "UNIQUE " if index.unique else ""
     where = f" WHERE {index.where}" if index.where else ""
     return f"CREATE {unique}INDEX {quote(index.name)} ON {quote(table.name)} ({keys}){where};"

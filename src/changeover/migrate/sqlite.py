@@ -99,6 +99,8 @@ class Table:
 class SqliteSchema:
     path: str
     tables: tuple[Table, ...]
+    # Tables not migrated, with the reason: virtual tables (FTS, R*Tree) and their shadow tables.
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def table(self, name: str) -> Table:
         for table in self.tables:
@@ -135,7 +137,9 @@ def introspect(path: str | Path) -> SqliteSchema:
     """Read every user table of the database at ``path``."""
     conn = connect_readonly(path)
     try:
-        return SqliteSchema(path=str(path), tables=tuple(read_tables(conn)))
+        return SqliteSchema(
+            path=str(path), tables=tuple(read_tables(conn)), skipped=tuple(skipped_tables(conn))
+        )
     except sqlite3.Error as exc:
         raise UsageError(_plain_error(Path(path), exc)) from exc
     finally:
@@ -143,15 +147,28 @@ def introspect(path: str | Path) -> SqliteSchema:
 
 
 def read_tables(conn: sqlite3.Connection) -> list[Table]:
+    """Every ordinary user table (see ``skipped_tables`` for the others), by name."""
     rows = conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name"
     ).fetchall()
     sequences = _sequences(conn)
+    skipped = {name for name, _reason in skipped_tables(conn)}
     return [
         _read_table(conn, name, sql or "", sequences)
         for name, sql in rows
-        if not name.startswith(INTERNAL_PREFIXES)
+        if not name.startswith(INTERNAL_PREFIXES) and name not in skipped
     ]
+
+
+def skipped_tables(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """Virtual tables and their shadow tables: their data lives in a module, not in rows."""
+    skipped = []
+    for _schema, name, kind, *_rest in conn.execute("PRAGMA main.table_list"):
+        if kind == "virtual":
+            skipped.append((name, "virtual table (FTS, R*Tree, …): recreate it by hand"))
+        elif kind == "shadow":
+            skipped.append((name, "shadow table of a virtual table"))
+    return sorted(skipped)
 
 
 def _sequences(conn: sqlite3.Connection) -> dict[str, int]:
