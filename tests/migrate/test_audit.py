@@ -150,3 +150,26 @@ def test_render_findings_lists_errors_first(weird_path: Path) -> None:
     assert lines[0].startswith("error")
     assert lines[-1].startswith("info")
     assert "numbers.qty: text_in_integer × 2 (keys 2, 3)" in text
+
+
+def test_orphan_foreign_keys_are_errors_with_example_keys(tmp_path: Path) -> None:
+    path = make_app_db(tmp_path / "app.db", rows=10)
+    with sqlite3.connect(path) as conn:  # foreign keys are off by default in SQLite
+        conn.execute("INSERT INTO orders (id, user_id, status, total) VALUES (500, 999, 'new', 1)")
+        conn.execute("INSERT INTO order_items VALUES (777, 1, 'SKU', 1, 1.0)")
+    conn.close()
+    found = {(f.table, f.kind): f for f in audit(path)}
+    orphan = found[("orders", "orphan_foreign_key")]
+    assert (orphan.column, orphan.count, orphan.examples) == ("user_id", 1, ((500,),))
+    items = found[("order_items", "orphan_foreign_key")]
+    assert items.examples == ((777, 1),)
+
+
+def test_null_in_text_primary_key_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "nullkey.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE k (code TEXT PRIMARY KEY, v INTEGER)")
+        conn.executemany("INSERT INTO k VALUES (?, ?)", [("a", 1), (None, 2)])
+    conn.close()
+    (finding,) = audit(path)
+    assert (finding.kind, finding.count, finding.severity) == ("null_in_primary_key", 1, "error")

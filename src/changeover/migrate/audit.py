@@ -61,11 +61,21 @@ class Check:
     suggestion: str | None
 
 
-def checks_for(table: str, column: PgColumn) -> list[Check]:
+def checks_for(table: str, column: PgColumn, in_key: bool = False) -> list[Check]:
     """The conditions that flag values of ``column`` not fitting its PostgreSQL type."""
     base = column.pg_type.split("(")[0]
     where = f"{table}.{column.name}"
     checks: list[Check] = []
+    if in_key:
+        # SQLite lets non-integer primary key columns of rowid tables hold NULL.
+        checks.append(
+            Check(
+                "null_in_primary_key",
+                "{c} IS NULL",
+                "error",
+                "PostgreSQL key columns cannot be NULL: fix the rows",
+            )
+        )
     if base in _INTEGER_TYPES:
         checks += [
             Check(
@@ -213,6 +223,7 @@ def audit(
             table = schema.table(pg_table.source)
             columns = [c for c in pg_table.columns if c.name != ROWID_COLUMN]
             findings += audit_table(conn, table, columns)
+            findings += orphan_findings(conn, schema, table)
         return findings
     except sqlite3.Error as exc:
         raise UsageError(f"cannot audit SQLite database {str(path)!r}: {exc}") from exc
@@ -229,7 +240,9 @@ def audit_table(
     planned = [
         (column, check, check.condition.replace("{c}", quote(column.name)))
         for column in columns
-        for check in checks_for(table.name, column)
+        for check in checks_for(
+            table.name, column, in_key=column.name in table.primary_key and not column.identity
+        )
     ]
     findings: list[AuditFinding] = []
     if planned:
@@ -264,6 +277,48 @@ def audit_table(
     text_columns = [c for c in columns if c.pg_type.split("(")[0] in _TEXT_TYPES]
     if text_columns:
         findings += _utf8_findings(conn, table, key, text_columns)
+    return findings
+
+
+def orphan_findings(
+    conn: sqlite3.Connection, schema: SqliteSchema, table: Table
+) -> list[AuditFinding]:
+    """Rows whose foreign key points nowhere: SQLite enforces foreign keys only when asked to,
+    PostgreSQL refuses to create the constraint over them."""
+    names = {t.name: t for t in schema.tables}
+    key = ", ".join("c.rowid" if k == "rowid" else f"c.{quote(k)}" for k in table.key_columns)
+    findings = []
+    for fk in table.foreign_keys:
+        parent = names.get(fk.ref_table)
+        if parent is None:
+            continue  # the plan already warns that this foreign key is not created
+        ref_columns = fk.ref_columns or parent.key_columns
+        if len(ref_columns) != len(fk.columns):
+            continue
+        present = " AND ".join(f"c.{quote(col)} IS NOT NULL" for col in fk.columns)
+        match = " AND ".join(
+            f"p.{quote(ref)} = c.{quote(col)}"
+            for col, ref in zip(fk.columns, ref_columns, strict=True)
+        )
+        cond = f"{present} AND NOT EXISTS (SELECT 1 FROM {quote(parent.name)} AS p WHERE {match})"
+        source = f"{quote(table.name)} AS c"
+        (count,) = conn.execute(f"SELECT count(*) FROM {source} WHERE {cond}").fetchone()
+        if count:
+            examples = conn.execute(
+                f"SELECT {key} FROM {source} WHERE {cond} LIMIT {EXAMPLES}"
+            ).fetchall()
+            findings.append(
+                AuditFinding(
+                    table.name,
+                    ", ".join(fk.columns),
+                    "orphan_foreign_key",
+                    int(count),
+                    tuple(tuple(row) for row in examples),
+                    f"no matching {fk.ref_table} row, so the foreign key cannot be created: "
+                    "fix or delete these rows",
+                    "error",
+                )
+            )
     return findings
 
 
