@@ -154,6 +154,8 @@ def test_parse_cast_rejects_with_plain_message(spec: str, message: str) -> None:
         ("CURRENT_DATE", "date", "(now() AT TIME ZONE 'UTC')::date"),
         ("strftime('%s', 'now')", "bigint", "extract(epoch from now())::bigint"),
         ("'2026-01-01'", "date", "'2026-01-01'"),
+        ("7", "varchar(3)", "'7'"),
+        ("7", "text", "'7'"),
         ("x'00ff'", "bytea", "'\\x00ff'::bytea"),
     ],
 )

@@ -209,7 +209,7 @@ def translate_default(expr: str | None, pg_type: str) -> DefaultTranslation:
     if lowered in _NOW:
         if base in ("timestamptz", "timestamp"):
             return DefaultTranslation("now()")
-        if base == "text":
+        if base in ("text", "varchar"):
             # SQLite's CURRENT_TIMESTAMP text: UTC, 'YYYY-MM-DD HH:MM:SS'.
             return DefaultTranslation("to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')")
     if lowered in _TODAY and base in ("date", "text"):
@@ -220,8 +220,10 @@ def translate_default(expr: str | None, pg_type: str) -> DefaultTranslation:
     if _NUMBER.fullmatch(text):
         if base == "boolean" and text in ("0", "1"):
             return DefaultTranslation("true" if text == "1" else "false")
-        if base in _NUMERIC_TYPES or base == "text":
-            return DefaultTranslation(text if base != "text" else _literal(text))
+        if base in _NUMERIC_TYPES:
+            return DefaultTranslation(text)
+        if base in ("text", "varchar"):
+            return DefaultTranslation(_literal(text))
     if lowered in ("true", "false") and base in ("boolean", "bigint", "integer", "smallint"):
         if base == "boolean":
             return DefaultTranslation(lowered)
