@@ -386,6 +386,49 @@ def route_set(weights: tuple[str, ...], plan: Path, router_name: str | None, jso
 
 
 @cli.group(context_settings=CONTEXT)
+def migrate() -> None:
+    """SQLite → PostgreSQL: plan the schema and audit the data (copy, sync, verify come next)."""
+
+
+@migrate.command("plan")
+@click.option("--source", required=True, help="SQLite file: sqlite:///path/app.db or a path.")
+@click.option(
+    "--cast",
+    "casts",
+    multiple=True,
+    metavar="TABLE.COLUMN=RULE",
+    help="Cast rule, e.g. orders.created_at='timestamptz from epoch_ms' (repeatable).",
+)
+@json_option
+def migrate_plan(source: str, casts: tuple[str, ...], json_: bool) -> None:
+    """Print the PostgreSQL DDL for a SQLite file and audit its data for values that won't fit.
+
+    Exit 1 when the audit finds errors (values that would be rejected without a cast rule).
+
+    Example: changeover migrate plan --source sqlite:///srv/app/app.db
+    """
+    from changeover.errors import UsageError
+    from changeover.migrate.audit import render_findings
+    from changeover.migrate.planning import make_plan
+
+    rules: dict[str, str] = {}
+    for item in casts:
+        name, sep, rule = item.partition("=")
+        if not sep or not rule.strip():
+            raise UsageError(f"--cast needs TABLE.COLUMN=RULE, got {item!r}")
+        rules[name.strip()] = rule.strip()
+    result = make_plan(source, rules)
+    if json_:
+        _print_json(result.to_json())
+    else:
+        sys.stdout.write(result.ddl() + "\n")
+        findings = render_findings(result.findings)
+        out.print("-- type audit:", markup=False)
+        out.print(findings or "-- nothing found", markup=False, highlight=False)
+    sys.exit(1 if result.errors else 0)
+
+
+@cli.group(context_settings=CONTEXT)
 def proxy() -> None:
     """The built-in proxy: changeover's own data plane (weights, write owner, hold, mirror)."""
 
