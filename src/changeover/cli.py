@@ -391,7 +391,10 @@ def migrate() -> None:
 
 
 @migrate.command("plan")
-@click.option("--source", required=True, help="SQLite file: sqlite:///path/app.db or a path.")
+@click.option(
+    "--source", help="SQLite file (sqlite:///path/app.db or a path); default: the plan's."
+)
+@plan_option
 @click.option(
     "--cast",
     "casts",
@@ -400,7 +403,7 @@ def migrate() -> None:
     help="Cast rule, e.g. orders.created_at='timestamptz from epoch_ms' (repeatable).",
 )
 @json_option
-def migrate_plan(source: str, casts: tuple[str, ...], json_: bool) -> None:
+def migrate_plan(source: str | None, plan: Path, casts: tuple[str, ...], json_: bool) -> None:
     """Print the PostgreSQL DDL for a SQLite file and audit its data for values that won't fit.
 
     Exit 1 when the audit finds errors (values that would be rejected without a cast rule).
@@ -409,9 +412,19 @@ def migrate_plan(source: str, casts: tuple[str, ...], json_: bool) -> None:
     """
     from changeover.errors import UsageError
     from changeover.migrate.audit import render_findings
-    from changeover.migrate.planning import make_plan
+    from changeover.migrate.planning import make_plan, sqlite_path
 
     rules: dict[str, str] = {}
+    if source is None:
+        from changeover.plan.load import load_plan
+
+        loaded = load_plan(plan)
+        migration = loaded.plan.migrate
+        if migration is None:
+            raise UsageError(f"{plan} has no migrate: section; give --source sqlite:///app.db")
+        path = sqlite_path(migration.source)
+        source = str(path if path.is_absolute() else loaded.base_dir / path)
+        rules = dict(migration.casts)
     for item in casts:
         name, sep, rule = item.partition("=")
         if not sep or not rule.strip():

@@ -64,3 +64,29 @@ def test_a_cast_rule_is_applied_and_a_bad_one_is_bad_input(
     assert code == 2 and "nope" in err
     code, _, err = _run(capsys, "migrate", "plan", "--source", str(tmp_path / "missing.db"))
     assert code == 2 and "does not exist" in err
+
+
+def test_the_plan_names_the_source_and_its_cast_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_weird_db(tmp_path / "legacy.db")
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(
+        "version: 1\nname: t\ncutover_at: 2026-12-01T02:00:00Z\n"
+        "contacts: [{role: lead, title: Lead}]\n"
+        "systems: {postgres: {url: '${PG_URL}'}}\n"
+        "migrate:\n  source: legacy.db\n  target: postgres\n"
+        "  casts: {events.updated_at: timestamptz from epoch_ms}\n"
+        "stages: [{id: pre, title: Pre, sections: [{title: S, steps: "
+        "[{id: a, title: A, manual: {role: lead}}]}]}]\n",
+        encoding="utf-8",
+    )
+    code, out, _ = _run(capsys, "migrate", "plan", "-p", str(plan), "--json")
+    assert code == 1  # the weird corpus still has values that need rules
+    tables = json.loads(out)["tables"]
+    events = next(t for t in tables if t["name"] == "events")
+    assert {c["name"]: c["type"] for c in events["columns"]}["updated_at"] == "timestamptz"
+
+    plan.write_text(plan.read_text().replace("target: postgres", "target: postgress"))
+    code, _, err = _run(capsys, "migrate", "plan", "-p", str(plan))
+    assert code == 2 and "did you mean 'postgres'" in err

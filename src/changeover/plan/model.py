@@ -269,6 +269,17 @@ class WarRoom(_Model):
     runbook: str = ""
 
 
+class Migration(_Model):
+    """The data migration: the legacy SQLite file and the PostgreSQL system it moves to."""
+
+    source: str = Field(description="the legacy SQLite file: sqlite:///path/app.db or a path")
+    target: Id = Field(description="a postgres system of the plan")
+    casts: dict[str, str] = Field(
+        default_factory=dict,
+        description="per-column cast rules, e.g. {orders.created_at: timestamptz from epoch_ms}",
+    )
+
+
 # --- the plan --------------------------------------------------------------------------------
 
 
@@ -297,6 +308,7 @@ class Plan(_Model):
     war_room: WarRoom = Field(default_factory=WarRoom)
     systems: dict[Id, System] = Field(default_factory=dict)
     notify: list[SecretRef] = Field(default_factory=list)
+    migrate: Migration | None = None
     stages: list[Stage]
     rollback: Rollback = Field(default_factory=Rollback)
     success_criteria: list[Step] = Field(default_factory=list)
@@ -388,6 +400,17 @@ def _reference_problems(plan: Plan) -> Iterator[tuple[Loc, str]]:
                     ("stages", si, "phase", "decision", "role"),
                     f"unknown role {decision.role!r}{suggest(decision.role, roles)}",
                 )
+
+    if plan.migrate is not None:
+        target = plan.migrate.target
+        if target not in plan.systems:
+            yield ("migrate", "target"), _unknown_system(target, plan)
+        elif plan.systems[target].kind != "postgres":
+            kind = plan.systems[target].kind
+            yield (
+                ("migrate", "target"),
+                f"system {target!r} is a {kind}; the migration target must be a postgres system",
+            )
 
     for loc, _, step in plan.located_steps():
         if step.id in seen:
