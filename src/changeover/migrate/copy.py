@@ -1,0 +1,356 @@
+"""Bulk copy SQLite → PostgreSQL: create the tables, COPY every row, then indexes and constraints.
+
+Tables load in parallel (``jobs`` threads, each with its own read-only SQLite connection and its
+own PostgreSQL connection; one transaction per table). Values convert through ``values`` (pure).
+A row that cannot be represented stops the copy (``UnrepresentableRow``: table, key, column,
+reason) or, with ``on_error="quarantine"``, goes to ``_changeover_rejects`` instead; per table the
+summary reconciles source rows = copied + rejected, and a mismatch is an error, never a shrug.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import psycopg
+
+from changeover.errors import ChangeoverError
+from changeover.migrate.schema import ROWID_COLUMN, PgPlan, PgTable, quote
+from changeover.migrate.sqlite import connect_readonly
+from changeover.migrate.values import RawText, Unrepresentable, to_copy_text
+from changeover.secrets import REDACTOR
+
+REJECTS_TABLE = "_changeover_rejects"
+BATCH_ROWS = 2000
+# Flush the COPY buffer at about this many bytes (the 10 MB blob is one row, sent alone).
+BATCH_BYTES = 4 * 1024 * 1024
+
+OnError = Literal["stop", "quarantine"]
+Progress = Callable[[str, int], None]
+
+_REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {quote(REJECTS_TABLE)} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    "table" text NOT NULL,
+    key jsonb NOT NULL,
+    "column" text NOT NULL,
+    reason text NOT NULL,
+    raw_value text,
+    rejected_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+class MigrationError(ChangeoverError):
+    """The copy could not complete; the message names the table and what to do."""
+
+
+class UnrepresentableRow(MigrationError):
+    """A source value does not fit its column (``on_error="stop"``); names the exact row."""
+
+    def __init__(self, table: str, key: dict[str, object], column: str, reason: str) -> None:
+        self.table, self.key, self.column, self.reason = table, key, column, reason
+        super().__init__(
+            f"{table}: row {json.dumps(key, ensure_ascii=False)}: column {column!r}: {reason}. "
+            "Fix the row, add a cast rule, or copy with --on-error quarantine"
+        )
+
+
+@dataclass(frozen=True)
+class TableCopy:
+    """One table's load; ``source_rows == copied + rejected`` always holds for a finished table."""
+
+    table: str
+    source_rows: int
+    copied: int
+    rejected: int
+    bytes: int
+    seconds: float
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.copied / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class CopySummary:
+    tables: tuple[TableCopy, ...]
+    seconds: float
+    # Post-load statements (indexes, constraints, foreign keys) PostgreSQL refused, with its reason.
+    failed_statements: tuple[tuple[str, str], ...]
+
+    @property
+    def copied(self) -> int:
+        return sum(t.copied for t in self.tables)
+
+    @property
+    def rejected(self) -> int:
+        return sum(t.rejected for t in self.tables)
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tables)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.copied / self.seconds if self.seconds > 0 else 0.0
+
+    def table(self, name: str) -> TableCopy:
+        for entry in self.tables:
+            if entry.table == name:
+                return entry
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class _Reject:
+    key: dict[str, object]
+    column: str
+    reason: str
+    raw: str | None
+
+
+def copy_database(
+    sqlite_path: str | Path,
+    pg_url: str,
+    plan: PgPlan,
+    *,
+    schema: str = "public",
+    on_error: OnError = "stop",
+    jobs: int = 2,
+    progress: Progress | None = None,
+) -> CopySummary:
+    """Load every table of ``plan`` from ``sqlite_path`` into ``schema`` at ``pg_url``.
+
+    ``progress(table, rows_so_far)`` is called from the worker threads after each batch.
+    """
+    if on_error not in ("stop", "quarantine"):
+        raise MigrationError(f"on_error must be 'stop' or 'quarantine', not {on_error!r}")
+    connect_readonly(sqlite_path).close()  # a missing or non-SQLite file fails here, plainly
+    started = time.monotonic()
+    with _connect(pg_url, schema) as conn, conn.transaction():
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        conn.execute(f"SET search_path TO {quote(schema)}")
+        for table in plan.tables:
+            _execute(conn, table.create_sql, f"create table {table.name}")
+        if on_error == "quarantine":
+            _execute(conn, _REJECTS_DDL, f"create {REJECTS_TABLE}")
+    cancel = threading.Event()
+    results: dict[str, TableCopy] = {}
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="copy") as pool:
+        futures = {
+            pool.submit(
+                _copy_table, sqlite_path, pg_url, schema, table, on_error, progress, cancel
+            ): table.name
+            for table in plan.tables
+        }
+        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            cancel.set()
+            wait(futures)
+            # Report the failure of the first table in plan order: deterministic with jobs=1.
+            order = {t.name: i for i, t in enumerate(plan.tables)}
+            first = min(failed, key=lambda f: order[futures[f]])
+            exc = first.exception()
+            assert exc is not None
+            raise exc
+        for future, name in futures.items():
+            results[name] = future.result()
+    failed_statements = _finish(pg_url, schema, plan)
+    return CopySummary(
+        tables=tuple(results[t.name] for t in plan.tables),
+        seconds=time.monotonic() - started,
+        failed_statements=tuple(failed_statements),
+    )
+
+
+def _connect(pg_url: str, schema: str) -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        conn = psycopg.connect(pg_url, autocommit=True)
+    except psycopg.Error as exc:
+        raise MigrationError(
+            f"cannot connect to the PostgreSQL target: {REDACTOR.scrub(str(exc))}"
+        ) from exc
+    return conn
+
+
+def _execute(conn: psycopg.Connection[tuple[object, ...]], sql: str, what: str) -> None:
+    try:
+        conn.execute(sql)
+    except psycopg.Error as exc:
+        raise MigrationError(f"{what}: PostgreSQL refused it: {REDACTOR.scrub(str(exc))}") from exc
+
+
+def _copy_table(
+    sqlite_path: str | Path,
+    pg_url: str,
+    schema: str,
+    table: PgTable,
+    on_error: OnError,
+    progress: Progress | None,
+    cancel: threading.Event,
+) -> TableCopy:
+    started = time.monotonic()
+    source = connect_readonly(sqlite_path)
+    source.text_factory = RawText
+    try:
+        with _connect(pg_url, schema) as conn:
+            conn.execute(f"SET search_path TO {quote(schema)}")
+            with conn.transaction():
+                result = _load(source, conn, table, on_error, progress, cancel)
+    except sqlite3.Error as exc:
+        raise MigrationError(f"{table.name}: reading SQLite failed: {exc}") from exc
+    except psycopg.Error as exc:
+        raise MigrationError(
+            f"{table.name}: PostgreSQL refused the data: {REDACTOR.scrub(str(exc))}"
+        ) from exc
+    finally:
+        source.close()
+    copied, rejected, size, source_rows = result
+    if copied + rejected != source_rows:
+        raise MigrationError(
+            f"{table.name}: {source_rows} source rows but {copied} copied + {rejected} rejected; "
+            "the source changed during the copy or rows were lost: run the copy again"
+        )
+    return TableCopy(table.name, source_rows, copied, rejected, size, time.monotonic() - started)
+
+
+def _load(
+    source: sqlite3.Connection,
+    conn: psycopg.Connection[tuple[object, ...]],
+    table: PgTable,
+    on_error: OnError,
+    progress: Progress | None,
+    cancel: threading.Event,
+) -> tuple[int, int, int, int]:
+    columns = table.columns
+    has_rowid = any(c.name == ROWID_COLUMN for c in columns)
+    select = ", ".join("rowid" if c.name == ROWID_COLUMN else quote(c.name) for c in columns)
+    key_names = table.primary_key
+    key_positions = [next(i for i, c in enumerate(columns) if c.name == k) for k in key_names]
+    order = "rowid" if has_rowid else ", ".join(map(quote, key_names))
+    # One read transaction: the count and the rows see the same snapshot.
+    source.execute("BEGIN")
+    source_rows = source.execute(f"SELECT count(*) FROM {quote(table.source)}").fetchone()[0]
+    cursor = source.execute(f"SELECT {select} FROM {quote(table.source)} ORDER BY {order}")
+    target = ", ".join(quote(c.name) for c in columns)
+    copied = rejected = size = 0
+    rejects: list[_Reject] = []
+    with conn.cursor() as pg, pg.copy(f"COPY {quote(table.name)} ({target}) FROM STDIN") as copy:
+        buffer: list[str] = []
+        buffered = 0
+        while True:
+            rows = cursor.fetchmany(BATCH_ROWS)
+            if not rows or cancel.is_set():
+                break
+            for row in rows:
+                fields: list[str] = []
+                bad: list[_Reject] = []
+                for value, column in zip(row, columns, strict=True):
+                    try:
+                        fields.append(to_copy_text(value, column))
+                    except Unrepresentable as exc:
+                        key = _key(row, key_names, key_positions)
+                        if on_error == "stop":
+                            raise UnrepresentableRow(
+                                table.name, key, column.name, exc.reason
+                            ) from None
+                        bad.append(_Reject(key, column.name, exc.reason, _raw(value)))
+                if bad:
+                    rejects.extend(bad)
+                    rejected += 1
+                    continue
+                line = "\t".join(fields) + "\n"
+                buffer.append(line)
+                buffered += len(line)
+                copied += 1
+                if buffered >= BATCH_BYTES:
+                    size += _flush(copy, buffer)
+                    buffered = 0
+            size += _flush(copy, buffer)
+            buffered = 0
+            if progress is not None:
+                progress(table.name, copied + rejected)
+    source.execute("COMMIT")
+    if cancel.is_set():
+        raise MigrationError(f"{table.name}: cancelled because another table failed")
+    if rejects:
+        with conn.cursor() as pg:
+            pg.executemany(
+                f'INSERT INTO {quote(REJECTS_TABLE)} ("table", key, "column", reason, raw_value) '
+                "VALUES (%s, %s, %s, %s, %s)",
+                [
+                    (table.name, json.dumps(r.key, ensure_ascii=False), r.column, r.reason, r.raw)
+                    for r in rejects
+                ],
+            )
+    return copied, rejected, size, source_rows
+
+
+def _flush(copy: psycopg.Copy, buffer: list[str]) -> int:
+    if not buffer:
+        return 0
+    data = "".join(buffer).encode("utf-8")
+    copy.write(data)
+    buffer.clear()
+    return len(data)
+
+
+def _key(
+    row: Sequence[object], names: Sequence[str], positions: Sequence[int]
+) -> dict[str, object]:
+    """The row's key as JSON-safe values (text decoded with replacement, blobs as hex)."""
+    key: dict[str, object] = {}
+    for name, position in zip(names, positions, strict=True):
+        value = row[position]
+        if isinstance(value, RawText):
+            value = value.decode("utf-8", errors="backslashreplace")
+        elif isinstance(value, bytes):
+            value = "\\x" + value.hex()
+        key["rowid" if name == ROWID_COLUMN else name] = value
+    return key
+
+
+def _raw(value: object) -> str | None:
+    """The rejected value as stored: valid UTF-8 text without NUL as is, anything else as hex."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        if isinstance(value, RawText):
+            try:
+                text = value.decode("utf-8")
+                if "\x00" not in text:
+                    return text
+            except UnicodeDecodeError:
+                pass
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, str):
+        return value if "\x00" not in value else "\\x" + value.encode().hex()
+    return repr(value)
+
+
+def _finish(pg_url: str, schema: str, plan: PgPlan) -> list[tuple[str, str]]:
+    """Indexes, unique constraints, foreign keys, identity resets; each refusal is reported."""
+    failed: list[tuple[str, str]] = []
+    with _connect(pg_url, schema) as conn:
+        conn.execute(f"SET search_path TO {quote(schema)}")
+        statements = [
+            *plan.indexes,
+            *plan.unique_constraints,
+            *plan.foreign_keys,
+        ]
+        for statement in statements:
+            try:
+                with conn.transaction():
+                    conn.execute(statement)
+            except psycopg.Error as exc:
+                failed.append((statement, REDACTOR.scrub(str(exc)).strip()))
+        for statement in plan.sequence_resets:
+            _execute(conn, statement, "identity reset")
+    return failed
