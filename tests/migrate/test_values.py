@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from changeover.migrate.schema import PgColumn
-from changeover.migrate.values import NULL, RawText, Unrepresentable, escape_copy, to_copy_text
+from changeover.migrate.values import (
+    NULL,
+    RawText,
+    Unrepresentable,
+    converter,
+    escape_copy,
+    to_copy_text,
+)
 
 
 def col(pg_type: str, source_format: str | None = None) -> PgColumn:
@@ -59,6 +66,8 @@ def col(pg_type: str, source_format: str | None = None) -> PgColumn:
 )
 def test_converts_value_to_copy_text(value: object, pg_type: str, expected: str) -> None:
     assert to_copy_text(value, col(pg_type)) == expected  # type: ignore[arg-type]
+    # the per-column fast path gives the same answer
+    assert converter(col(pg_type))(value) == expected  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -117,6 +126,23 @@ def test_refuses_unrepresentable_values_with_reason(
     with pytest.raises(Unrepresentable) as caught:
         to_copy_text(value, col(pg_type, source_format))  # type: ignore[arg-type]
     assert reason in caught.value.reason
+    with pytest.raises(Unrepresentable) as fast:
+        converter(col(pg_type, source_format))(value)  # type: ignore[arg-type]
+    assert fast.value.reason == caught.value.reason
+
+
+@pytest.mark.parametrize("pg_type", ["text", "bigint", "boolean", "timestamptz", "bytea"])
+def test_null_in_not_null_column_is_refused(pg_type: str) -> None:
+    column = PgColumn("k", pg_type, True, None)
+    with pytest.raises(Unrepresentable, match="NULL in NOT NULL column"):
+        converter(column)(None)
+    assert converter(col(pg_type))(None) == NULL
+
+
+def test_text_fast_path_escapes_like_the_general_path() -> None:
+    column = col("text")
+    for raw in (b"plain", b"tab\there", b"back\\slash", b"line\nbreak\r", "☕".encode()):
+        assert converter(column)(RawText(raw)) == to_copy_text(RawText(raw), column)
 
 
 def test_nul_byte_and_invalid_utf8_are_never_altered_into_text() -> None:

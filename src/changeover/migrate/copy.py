@@ -24,7 +24,7 @@ import psycopg
 from changeover.errors import ChangeoverError
 from changeover.migrate.schema import ROWID_COLUMN, PgPlan, PgTable, quote
 from changeover.migrate.sqlite import connect_readonly
-from changeover.migrate.values import RawText, Unrepresentable, to_copy_text
+from changeover.migrate.values import RawText, Unrepresentable, converter
 from changeover.secrets import REDACTOR
 
 REJECTS_TABLE = "_changeover_rejects"
@@ -230,6 +230,7 @@ def _load(
     cancel: threading.Event,
 ) -> tuple[int, int, int, int]:
     columns = table.columns
+    converters = [converter(c) for c in columns]
     has_rowid = any(c.name == ROWID_COLUMN for c in columns)
     select = ", ".join("rowid" if c.name == ROWID_COLUMN else quote(c.name) for c in columns)
     key_names = table.primary_key
@@ -252,9 +253,9 @@ def _load(
             for row in rows:
                 fields: list[str] = []
                 bad: list[_Reject] = []
-                for value, column in zip(row, columns, strict=True):
+                for value, column, convert in zip(row, columns, converters, strict=True):
                     try:
-                        fields.append(to_copy_text(value, column))
+                        fields.append(convert(value))
                     except Unrepresentable as exc:
                         key = _key(row, key_names, key_positions)
                         if on_error == "stop":

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 
@@ -81,8 +82,85 @@ def escape_copy(text: str) -> str:
 def to_copy_text(value: SqliteValue, column: PgColumn) -> str:
     """The escaped COPY text field for ``value`` in ``column`` (contract: module docstring)."""
     if value is None:
+        if column.notnull:
+            # SQLite lets a non-integer primary key hold NULL; PostgreSQL never does.
+            raise Unrepresentable(f"NULL in NOT NULL column (a {column.pg_type} key part?)")
         return NULL
     return escape_copy(convert(value, column))
+
+
+Converter = Callable[[SqliteValue], str]
+
+
+def converter(column: PgColumn) -> Converter:
+    """``to_copy_text`` for one column, with the common case of its type on a fast path.
+
+    The bulk copy calls this once per column and the result once per value; anything off the
+    fast path goes through ``to_copy_text``, so both give the same answer for every value.
+    """
+    base = column.pg_type.split("(")[0].strip()
+
+    def general(value: SqliteValue) -> str:
+        return to_copy_text(value, column)
+
+    if base in _INT_RANGES:
+        low, high = _INT_RANGES[base]
+
+        def integer(value: SqliteValue) -> str:
+            if type(value) is int and low <= value <= high:
+                return str(value)
+            return general(value)
+
+        return integer
+    if base in ("text", "varchar"):
+
+        def text(value: SqliteValue) -> str:
+            if type(value) is RawText:
+                try:
+                    decoded = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return general(value)
+                if "\x00" in decoded:
+                    return general(value)
+                if "\\" in decoded or "\t" in decoded or "\n" in decoded or "\r" in decoded:
+                    return decoded.translate(_COPY_ESCAPES)
+                return decoded
+            return general(value)
+
+        return text
+    if base in _FLOAT_TYPES:
+
+        def double(value: SqliteValue) -> str:
+            if type(value) is float and math.isfinite(value):
+                return repr(value)
+            return general(value)
+
+        return double
+    if base == "bytea":
+
+        def blob(value: SqliteValue) -> str:
+            if type(value) is bytes:
+                return "\\\\x" + value.hex()
+            return general(value)
+
+        return blob
+    if base == "boolean":
+
+        def boolean(value: SqliteValue) -> str:
+            if type(value) is int and value in (0, 1):
+                return "t" if value else "f"
+            return general(value)
+
+        return boolean
+    if base == "numeric" and column.pg_type == "numeric":
+
+        def number(value: SqliteValue) -> str:
+            if type(value) is int:
+                return str(value)
+            return general(value)
+
+        return number
+    return general
 
 
 def convert(value: int | float | bytes | str, column: PgColumn) -> str:
