@@ -91,6 +91,31 @@ def test_weird_corpus_stops_at_first_unrepresentable_value_with_exact_row(
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
 
 
+def test_parallel_stop_reports_a_real_unrepresentable_row_not_a_cancellation(
+    tmp_path: Path, pg_url: str
+) -> None:
+    db = make_weird_db(tmp_path / "weird.db")
+    with pytest.raises(UnrepresentableRow) as caught:
+        copy_database(db, pg_url, plan_schema(introspect(db)), jobs=2)
+    error = caught.value
+    assert (error.table, error.column) in {
+        ("events", "happened_at"),
+        ("numbers", "qty"),
+        ("numbers", "big"),
+        ("texts", "body"),
+    }
+
+
+def test_copy_into_a_non_empty_target_is_refused_plainly(tmp_path: Path, pg_url: str) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=5)
+    plan = plan_schema(introspect(db))
+    copy_database(db, pg_url, plan)
+    with pytest.raises(MigrationError, match="already exists in the target schema"):
+        copy_database(db, pg_url, plan)
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (5,)
+
+
 def test_weird_corpus_quarantines_every_unrepresentable_value_and_reconciles(
     tmp_path: Path, pg_url: str
 ) -> None:

@@ -61,6 +61,10 @@ class UnrepresentableRow(MigrationError):
         )
 
 
+class _Cancelled(MigrationError):
+    """This table stopped because another one failed; never the error reported to the user."""
+
+
 @dataclass(frozen=True)
 class TableCopy:
     """One table's load; ``source_rows == copied + rejected`` always holds for a finished table."""
@@ -154,9 +158,12 @@ def copy_database(
         if failed:
             cancel.set()
             wait(futures)
-            # Report the failure of the first table in plan order: deterministic with jobs=1.
+            # Report the first real failure in plan order (deterministic with jobs=1); tables
+            # cancelled because of it are not the cause.
+            failed = [f for f in futures if f.exception() is not None]
+            real = [f for f in failed if not isinstance(f.exception(), _Cancelled)] or failed
             order = {t.name: i for i, t in enumerate(plan.tables)}
-            first = min(failed, key=lambda f: order[futures[f]])
+            first = min(real, key=lambda f: order[futures[f]])
             exc = first.exception()
             assert exc is not None
             raise exc
@@ -183,6 +190,11 @@ def _connect(pg_url: str, schema: str) -> psycopg.Connection[tuple[object, ...]]
 def _execute(conn: psycopg.Connection[tuple[object, ...]], sql: str, what: str) -> None:
     try:
         conn.execute(sql)
+    except psycopg.errors.DuplicateTable as exc:
+        raise MigrationError(
+            f"{what}: it already exists in the target schema; copy needs an empty target: "
+            "drop the tables first, or copy into another schema"
+        ) from exc
     except psycopg.Error as exc:
         raise MigrationError(f"{what}: PostgreSQL refused it: {REDACTOR.scrub(str(exc))}") from exc
 
@@ -196,6 +208,8 @@ def _copy_table(
     progress: Progress | None,
     cancel: threading.Event,
 ) -> TableCopy:
+    if cancel.is_set():
+        raise _Cancelled(f"{table.name}: not copied because another table failed")
     started = time.monotonic()
     source = connect_readonly(sqlite_path)
     source.text_factory = RawText
@@ -280,7 +294,7 @@ def _load(
                 progress(table.name, copied + rejected)
     source.execute("COMMIT")
     if cancel.is_set():
-        raise MigrationError(f"{table.name}: cancelled because another table failed")
+        raise _Cancelled(f"{table.name}: cancelled because another table failed")
     if rejects:
         with conn.cursor() as pg:
             pg.executemany(
