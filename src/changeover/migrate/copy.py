@@ -10,14 +10,23 @@ summary reconciles source rows = copied + rejected, and a mismatch is an error, 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import multiprocessing.queues
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_EXCEPTION,
+    Executor,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import psycopg
 
@@ -59,6 +68,12 @@ class UnrepresentableRow(MigrationError):
             f"{table}: row {json.dumps(key, ensure_ascii=False)}: column {column!r}: {reason}. "
             "Fix the row, add a cast rule, or copy with --on-error quarantine"
         )
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[UnrepresentableRow], tuple[str, dict[str, object], str, str]]:
+        # Raised in a worker process; pickle rebuilds it from the fields, not the message.
+        return (UnrepresentableRow, (self.table, self.key, self.column, self.reason))
 
 
 class _Cancelled(MigrationError):
@@ -131,7 +146,8 @@ def copy_database(
 ) -> CopySummary:
     """Load every table of ``plan`` from ``sqlite_path`` into ``schema`` at ``pg_url``.
 
-    ``progress(table, rows_so_far)`` is called from the worker threads after each batch.
+    ``progress(table, rows_so_far)`` is called after each batch, from a helper thread of this
+    process (never concurrently for two tables with ``jobs=1``).
     """
     if on_error not in ("stop", "quarantine"):
         raise MigrationError(f"on_error must be 'stop' or 'quarantine', not {on_error!r}")
@@ -144,37 +160,129 @@ def copy_database(
             _execute(conn, table.create_sql, f"create table {table.name}")
         if on_error == "quarantine":
             _execute(conn, _REJECTS_DDL, f"create {REJECTS_TABLE}")
-    cancel = threading.Event()
-    results: dict[str, TableCopy] = {}
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="copy") as pool:
-        futures = {
-            pool.submit(
-                _copy_table, sqlite_path, pg_url, schema, table, on_error, progress, cancel
-            ): table.name
-            for table in plan.tables
-        }
-        done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
-            cancel.set()
-            wait(futures)
-            # Report the first real failure in plan order (deterministic with jobs=1); tables
-            # cancelled because of it are not the cause.
-            failed = [f for f in futures if f.exception() is not None]
-            real = [f for f in failed if not isinstance(f.exception(), _Cancelled)] or failed
-            order = {t.name: i for i, t in enumerate(plan.tables)}
-            first = min(real, key=lambda f: order[futures[f]])
-            exc = first.exception()
-            assert exc is not None
-            raise exc
-        for future, name in futures.items():
-            results[name] = future.result()
+    results = _copy_tables(sqlite_path, pg_url, schema, plan, on_error, jobs, progress)
     failed_statements = _finish(pg_url, schema, plan)
     return CopySummary(
         tables=tuple(results[t.name] for t in plan.tables),
         seconds=time.monotonic() - started,
         failed_statements=tuple(failed_statements),
     )
+
+
+def _copy_tables(
+    sqlite_path: str | Path,
+    pg_url: str,
+    schema: str,
+    plan: PgPlan,
+    on_error: OnError,
+    jobs: int,
+    progress: Progress | None,
+) -> dict[str, TableCopy]:
+    """Run one ``_copy_table`` per table: in this process for ``jobs=1``, else in processes.
+
+    Value conversion is pure Python and holds the GIL, so threads would not load two tables
+    at once; worker processes do. They get the cancel flag and the progress queue at start.
+    """
+    pool: Executor
+    drain: threading.Thread | None = None
+    reports: multiprocessing.queues.Queue[tuple[str, int] | None] | None = None
+    if jobs <= 1:
+        cancel: _Flag = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
+        submit_progress = progress
+    else:
+        context = multiprocessing.get_context("spawn")
+        cancel = context.Event()
+        reports = context.Queue()
+        pool = ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(cancel, reports if progress is not None else None),
+        )
+        submit_progress = None
+        if progress is not None:
+            drain = threading.Thread(target=_drain, args=(reports, progress), daemon=True)
+            drain.start()
+    try:
+        with pool:
+            futures = {
+                pool.submit(
+                    _copy_table_task,
+                    sqlite_path,
+                    pg_url,
+                    schema,
+                    table,
+                    on_error,
+                    submit_progress,
+                    cancel if jobs <= 1 else None,
+                ): table.name
+                for table in plan.tables
+            }
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.done() and f.exception() is not None for f in futures):
+                cancel.set()
+                wait(futures)
+                # Report the first real failure in plan order (deterministic with jobs=1);
+                # tables cancelled because of it are not the cause.
+                failed = [f for f in futures if f.exception() is not None]
+                real = [f for f in failed if not isinstance(f.exception(), _Cancelled)] or failed
+                order = {t.name: i for i, t in enumerate(plan.tables)}
+                exc = min(real, key=lambda f: order[futures[f]]).exception()
+                assert exc is not None
+                raise exc
+            return {name: future.result() for future, name in futures.items()}
+    except BrokenProcessPool as exc:
+        raise MigrationError(f"a copy worker process died: {exc}; run the copy again") from exc
+    finally:
+        if drain is not None and reports is not None:
+            reports.put(None)
+            drain.join()
+
+
+class _Flag(Protocol):
+    def is_set(self) -> bool: ...
+    def set(self) -> None: ...
+
+
+_worker_cancel: _Flag | None = None
+_worker_reports: multiprocessing.queues.Queue[tuple[str, int] | None] | None = None
+
+
+def _init_worker(
+    cancel: _Flag, reports: multiprocessing.queues.Queue[tuple[str, int] | None] | None
+) -> None:
+    global _worker_cancel, _worker_reports
+    _worker_cancel, _worker_reports = cancel, reports
+
+
+def _report(table: str, rows: int) -> None:
+    if _worker_reports is not None:
+        _worker_reports.put((table, rows))
+
+
+def _copy_table_task(
+    sqlite_path: str | Path,
+    pg_url: str,
+    schema: str,
+    table: PgTable,
+    on_error: OnError,
+    progress: Progress | None,
+    cancel: _Flag | None,
+) -> TableCopy:
+    if cancel is None:
+        # In a worker process: the cancel flag and the progress queue came with the process.
+        assert _worker_cancel is not None
+        cancel = _worker_cancel
+        progress = _report if _worker_reports is not None else None
+    return _copy_table(sqlite_path, pg_url, schema, table, on_error, progress, cancel)
+
+
+def _drain(
+    reports: multiprocessing.queues.Queue[tuple[str, int] | None], progress: Progress
+) -> None:
+    while (item := reports.get()) is not None:
+        progress(*item)
 
 
 def _connect(pg_url: str, schema: str) -> psycopg.Connection[tuple[object, ...]]:
@@ -206,7 +314,7 @@ def _copy_table(
     table: PgTable,
     on_error: OnError,
     progress: Progress | None,
-    cancel: threading.Event,
+    cancel: _Flag,
 ) -> TableCopy:
     if cancel.is_set():
         raise _Cancelled(f"{table.name}: not copied because another table failed")
@@ -241,7 +349,7 @@ def _load(
     table: PgTable,
     on_error: OnError,
     progress: Progress | None,
-    cancel: threading.Event,
+    cancel: _Flag,
 ) -> tuple[int, int, int, int]:
     columns = table.columns
     converters = [converter(c) for c in columns]
