@@ -164,6 +164,25 @@ def test_weird_corpus_quarantines_every_unrepresentable_value_and_reconciles(
     assert summary.rejected == len({(t, k) for t, k, _c in rejects})
 
 
+def test_quarantined_parent_row_leaves_the_foreign_key_reported_not_skipped(
+    tmp_path: Path, pg_url: str
+) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=10)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE users SET email = CAST(x'610062' AS TEXT) WHERE id = 1")
+    conn.close()
+    summary = copy_database(db, pg_url, plan_schema(introspect(db)), on_error="quarantine")
+    assert summary.table("users").rejected == 1
+    assert summary.table("users").copied == 9
+    failed = dict(summary.failed_statements)
+    refused = [sql for sql in failed if 'FOREIGN KEY ("user_id") REFERENCES "users"' in sql]
+    assert refused and all("violates foreign key constraint" in failed[sql] for sql in refused)
+    with psycopg.connect(pg_url) as conn2:
+        assert conn2.execute(
+            f'SELECT key, "column", raw_value FROM {REJECTS_TABLE} WHERE "table" = %s', ("users",)
+        ).fetchall() == [({"id": 1}, "email", "\\x610062")]
+
+
 def test_weird_values_that_fit_load_exactly(tmp_path: Path, pg_url: str) -> None:
     db = make_weird_db(tmp_path / "weird.db")
     plan = plan_schema(

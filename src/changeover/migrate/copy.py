@@ -3,8 +3,10 @@
 Tables load in parallel (``jobs`` threads, each with its own read-only SQLite connection and its
 own PostgreSQL connection; one transaction per table). Values convert through ``values`` (pure).
 A row that cannot be represented stops the copy (``UnrepresentableRow``: table, key, column,
-reason) or, with ``on_error="quarantine"``, goes to ``_changeover_rejects`` instead; per table the
-summary reconciles source rows = copied + rejected, and a mismatch is an error, never a shrug.
+reason) or, with ``on_error="quarantine"``, goes to ``_changeover_rejects`` instead (the whole row
+is withheld; one reject per bad value); per table the summary reconciles source rows = copied +
+rejected, and a mismatch is an error. Post-load statements PostgreSQL refuses (e.g. a foreign key
+whose parent row was quarantined) are listed in ``CopySummary.failed_statements``, never skipped.
 """
 
 from __future__ import annotations
