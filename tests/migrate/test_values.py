@@ -62,6 +62,14 @@ def col(pg_type: str, source_format: str | None = None) -> PgColumn:
         (RawText(b"2026-11-20T12:00:00+02:00"), "timestamptz", "2026-11-20T10:00:00+00:00"),
         (RawText(b"2026-11-20T12:00:00+02:00"), "timestamp", "2026-11-20T10:00:00"),
         (RawText(b"10:30:00"), "time", "10:30:00"),
+        (RawText("ünïcödé".encode()), "varchar(7)", "ünïcödé"),
+        (
+            RawText(b"123e4567-e89b-12d3-a456-426614174000"),
+            "uuid",
+            "123e4567-e89b-12d3-a456-426614174000",
+        ),
+        (float("inf"), "real", "Infinity"),
+        (1.5, "real", "1.5"),
     ],
 )
 def test_converts_value_to_copy_text(value: object, pg_type: str, expected: str) -> None:
@@ -117,6 +125,9 @@ def test_converts_dates_per_source_format(
         (RawText(b"NaN"), "json", "is not valid JSON"),
         (10**20, "timestamptz", "out of range"),
         (RawText(b"25:00"), "time", "not an ISO 8601 time"),
+        (RawText(b"abcdef"), "varchar(5)", "text of 6 characters is longer than varchar(5)"),
+        (RawText(b"not-a-uuid"), "uuid", "is not a UUID"),
+        (1e39, "real", "out of range for real"),
     ],
 )
 def test_refuses_unrepresentable_values_with_reason(

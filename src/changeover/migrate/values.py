@@ -19,7 +19,8 @@ distinct and invalid UTF-8 stays visible. The normalisation contract, by target 
                               date as the UTC calendar day
     json/jsonb                text that parses as strict JSON (no NaN/Infinity), kept verbatim
     bytea                     blobs as \\x hex; text as its raw bytes; numbers as their text
-    text/varchar/uuid/…       valid UTF-8 text without NUL; integers as digits; REALs by repr()
+    text/varchar(n)/uuid/…    valid UTF-8 text without NUL; integers as digits; REALs by repr();
+                              varchar(n) at most n characters, uuid must parse, real within float4
 Everywhere: invalid UTF-8 text, a NUL byte in text and a blob in a non-bytea column are refused.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -56,6 +58,7 @@ _SPECIAL_FLOATS = {
 }
 _TRUE = {"1", "t", "true", "yes", "y", "on"}
 _FALSE = {"0", "f", "false", "no", "n", "off"}
+_REAL_LIMIT = 3.4028234663852886e38  # the largest finite float4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -112,7 +115,7 @@ def converter(column: PgColumn) -> Converter:
             return general(value)
 
         return integer
-    if base in ("text", "varchar"):
+    if base == "text":
 
         def text(value: SqliteValue) -> str:
             if type(value) is RawText:
@@ -128,7 +131,7 @@ def converter(column: PgColumn) -> Converter:
             return general(value)
 
         return text
-    if base in _FLOAT_TYPES:
+    if base == "double precision":
 
         def double(value: SqliteValue) -> str:
             if type(value) is float and math.isfinite(value):
@@ -177,7 +180,10 @@ def convert(value: int | float | bytes | str, column: PgColumn) -> str:
     if base in _INT_RANGES:
         return _to_integer(value, base)
     if base in _FLOAT_TYPES:
-        return _to_float(value)
+        text = _to_float(value)
+        if base == "real" and _REAL_LIMIT < abs(float(text)) < math.inf:
+            raise Unrepresentable(f"{text} is out of range for real (float4); use double precision")
+        return text
     if base == "numeric":
         return _to_numeric(value, column.pg_type)
     if base == "boolean":
@@ -186,9 +192,17 @@ def convert(value: int | float | bytes | str, column: PgColumn) -> str:
         return _to_time(value, base, column.source_format)
     if base in ("json", "jsonb"):
         return _to_json(value)
-    if isinstance(value, float):
-        return _float_text(value)
-    return str(value)
+    text = _float_text(value) if isinstance(value, float) else str(value)
+    if base == "varchar":
+        limit = int(column.pg_type.split("(")[1].rstrip(")"))
+        if len(text) > limit:
+            raise Unrepresentable(f"text of {len(text)} characters is longer than {column.pg_type}")
+    elif base == "uuid":
+        try:
+            uuid.UUID(text)
+        except ValueError:
+            raise Unrepresentable(f"{_preview(text)} is not a UUID") from None
+    return text
 
 
 def decode_text(raw: bytes) -> str:
