@@ -155,7 +155,7 @@ def copy_database(
         raise MigrationError(f"on_error must be 'stop' or 'quarantine', not {on_error!r}")
     connect_readonly(sqlite_path).close()  # a missing or non-SQLite file fails here, plainly
     started = time.monotonic()
-    with _connect(pg_url, schema) as conn, conn.transaction():
+    with _connect(pg_url) as conn, conn.transaction():
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         conn.execute(f"SET search_path TO {quote(schema)}")
         for table in plan.tables:
@@ -287,7 +287,7 @@ def _drain(
         progress(*item)
 
 
-def _connect(pg_url: str, schema: str) -> psycopg.Connection[tuple[object, ...]]:
+def _connect(pg_url: str) -> psycopg.Connection[tuple[object, ...]]:
     try:
         conn = psycopg.connect(pg_url, autocommit=True)
     except psycopg.Error as exc:
@@ -324,7 +324,7 @@ def _copy_table(
     source = connect_readonly(sqlite_path)
     source.text_factory = RawText
     try:
-        with _connect(pg_url, schema) as conn:
+        with _connect(pg_url) as conn:
             conn.execute(f"SET search_path TO {quote(schema)}")
             with conn.transaction():
                 result = _load(source, conn, table, on_error, progress, cancel)
@@ -463,7 +463,7 @@ def _raw(value: object) -> str | None:
 def _finish(pg_url: str, schema: str, plan: PgPlan) -> list[tuple[str, str]]:
     """Indexes, unique constraints, foreign keys, identity resets; each refusal is reported."""
     failed: list[tuple[str, str]] = []
-    with _connect(pg_url, schema) as conn:
+    with _connect(pg_url) as conn:
         conn.execute(f"SET search_path TO {quote(schema)}")
         statements = [
             *plan.indexes,
