@@ -5,7 +5,7 @@ reads it, already escaped, or raises ``Unrepresentable(reason)``; nothing is alt
 Values are read with ``text_factory = RawText`` so TEXT (``RawText``) and BLOB (``bytes``) stay
 distinct and invalid UTF-8 stays visible. The normalisation contract, by target type:
 
-    NULL                      \\N in every column
+    NULL                      \\N (refused in a NOT NULL column: SQLite allows it in text keys)
     bigint/integer/smallint   integers in range; integral REALs; text of digits ([+-]digits)
     double precision/real     integers and REALs (±Inf → Infinity/-Infinity); text that is a number
                               or NaN/Infinity; repr() of the float, which round-trips exactly
