@@ -70,6 +70,27 @@ def sqlite_path(source: str) -> Path:
     return Path(source).expanduser()
 
 
+def from_plan_file(plan_file: Path) -> tuple[str, dict[str, str], str]:
+    """The plan's migration: SQLite source (relative to the plan), cast rules, target URL.
+
+    The target URL is the target system's, resolved (it is a secret reference) at this moment.
+    """
+    from changeover.plan.load import load_plan
+    from changeover.plan.systems import PostgresSystem
+    from changeover.plan.secretref import resolve_ref
+
+    loaded = load_plan(plan_file)
+    migration = loaded.plan.migrate
+    if migration is None:
+        raise UsageError(f"{plan_file} has no migrate: section; give --source sqlite:///app.db")
+    path = sqlite_path(migration.source)
+    source = str(path if path.is_absolute() else loaded.base_dir / path)
+    system = loaded.plan.systems[migration.target]
+    assert isinstance(system, PostgresSystem)  # the plan validated the target's kind
+    target = resolve_ref(system.url, base=loaded.base_dir, what=f"systems.{migration.target}.url")
+    return source, dict(migration.casts), target
+
+
 def make_plan(source: str, casts: Mapping[str, str] | None = None) -> MigrationPlan:
     schema = introspect(sqlite_path(source))
     plan = plan_schema(schema, casts or {})
