@@ -76,8 +76,8 @@ def from_plan_file(plan_file: Path) -> tuple[str, dict[str, str], str]:
     The target URL is the target system's, resolved (it is a secret reference) at this moment.
     """
     from changeover.plan.load import load_plan
-    from changeover.plan.systems import PostgresSystem
     from changeover.plan.secretref import resolve_ref
+    from changeover.plan.systems import PostgresSystem
 
     loaded = load_plan(plan_file)
     migration = loaded.plan.migrate
