@@ -479,17 +479,20 @@ def migrate_copy(
     from changeover.secrets import resolve
 
     rules: dict[str, str] = {}
+    plan_target: str | None = None
     if source is None or target is None:
-        plan_source, rules, plan_target = from_plan_file(plan)
-        source, target = source or plan_source, target or plan_target
-    else:
-        target = resolve(target, what="--target")
+        plan_source, rules, plan_target = from_plan_file(plan, with_target=target is None)
+        source = source or plan_source
+    # An option is resolved here; the plan's target came resolved from its system.
+    resolved = resolve(target, what="--target") if target is not None else plan_target
+    if resolved is None:
+        raise UsageError("no migration target: give --target '${PG_URL}'")
     rules.update(_cast_options(casts))
     from changeover.migrate.planning import sqlite_path
 
     path = sqlite_path(source)
     pg_plan = plan_schema(introspect(path), rules)
-    if not target.startswith(("postgresql://", "postgres://")):
+    if not resolved.startswith(("postgresql://", "postgres://")):
         raise UsageError("--target must be a postgresql:// URL (as a reference: '${PG_URL}')")
 
     def progress(table: str, rows: int) -> None:
@@ -498,7 +501,7 @@ def migrate_copy(
 
     summary = copy_database(
         path,
-        target,
+        resolved,
         pg_plan,
         schema=schema_name,
         on_error=on_error,  # type: ignore[arg-type]

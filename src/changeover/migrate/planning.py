@@ -70,10 +70,13 @@ def sqlite_path(source: str) -> Path:
     return Path(source).expanduser()
 
 
-def from_plan_file(plan_file: Path) -> tuple[str, dict[str, str], str]:
+def from_plan_file(
+    plan_file: Path, *, with_target: bool = False
+) -> tuple[str, dict[str, str], str | None]:
     """The plan's migration: SQLite source (relative to the plan), cast rules, target URL.
 
-    The target URL is the target system's, resolved (it is a secret reference) at this moment.
+    The target URL (the target system's, a secret reference) is resolved only when asked for,
+    at this moment; ``migrate plan`` never needs it.
     """
     from changeover.plan.load import load_plan
     from changeover.plan.secretref import resolve_ref
@@ -85,6 +88,8 @@ def from_plan_file(plan_file: Path) -> tuple[str, dict[str, str], str]:
         raise UsageError(f"{plan_file} has no migrate: section; give --source sqlite:///app.db")
     path = sqlite_path(migration.source)
     source = str(path if path.is_absolute() else loaded.base_dir / path)
+    if not with_target:
+        return source, dict(migration.casts), None
     system = loaded.plan.systems[migration.target]
     assert isinstance(system, PostgresSystem)  # the plan validated the target's kind
     target = resolve_ref(system.url, base=loaded.base_dir, what=f"systems.{migration.target}.url")
