@@ -476,7 +476,7 @@ def migrate_copy(
     from changeover.migrate.planning import from_plan_file
     from changeover.migrate.schema import plan_schema
     from changeover.migrate.sqlite import introspect
-    from changeover.secrets import resolve
+    from changeover.secrets import has_reference, mask_url, resolve
 
     rules: dict[str, str] = {}
     plan_target: str | None = None
@@ -484,6 +484,11 @@ def migrate_copy(
         plan_source, rules, plan_target = from_plan_file(plan, with_target=target is None)
         source = source or plan_source
     # An option is resolved here; the plan's target came resolved from its system.
+    if target is not None and not has_reference(target) and mask_url(target) != target:
+        raise UsageError(
+            "--target holds a literal password (it would end up in shell history and process "
+            "lists): export it, e.g. PG_URL=..., and pass --target '${PG_URL}'"
+        )
     resolved = resolve(target, what="--target") if target is not None else plan_target
     if resolved is None:
         raise UsageError("no migration target: give --target '${PG_URL}'")

@@ -64,3 +64,14 @@ def test_copy_of_the_weird_corpus_quarantines_and_exits_1(
     assert data["rejected"] > 0
     for table in data["tables"]:
         assert table["source_rows"] == table["copied"] + table["rejected"]
+
+
+def test_a_literal_password_on_the_command_line_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "app.db"
+    make_app_db(db, rows=5)
+    target = "postgresql://app:hunter2-literal@127.0.0.1:1/app"
+    code, _, err = _run(capsys, "migrate", "copy", "--source", str(db), "--target", target)
+    assert code == 2
+    assert "literal password" in err and "hunter2-literal" not in err
