@@ -3,7 +3,7 @@
 A step with several probes passes when each of its required probes passes; its status is the
 worst of them (error > fail > warn > pass). Results are journaled as ``check.result`` events
 with their evidence, so ``status`` and ``report`` are projections of the journal. Steps of other
-kinds (manual, action, gate) are not run here; ``select_steps`` reports what it skipped.
+kinds (manual, action, gate) are not run here: ``status`` shows them.
 """
 
 from __future__ import annotations
@@ -86,10 +86,9 @@ def step_status(probes: Sequence[ProbeOutcome]) -> Status:
 
 @dataclass
 class Selection:
-    """The checkable steps chosen for a run, and what was left out and why."""
+    """The checkable steps chosen for a run (manual, action and gate steps are not run here)."""
 
     steps: list[tuple[Stage | None, Step]] = field(default_factory=list)
-    not_checkable: list[tuple[Stage | None, Step]] = field(default_factory=list)
 
 
 def select_steps(
@@ -120,8 +119,8 @@ def select_steps(
             chosen = True
         if not chosen:
             continue
-        target = selection.steps if step.kind == "check" else selection.not_checkable
-        target.append((stage, step))
+        if step.kind == "check":
+            selection.steps.append((stage, step))
     return selection
 
 
