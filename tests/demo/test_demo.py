@@ -39,13 +39,17 @@ def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path
     assert len(results) >= 30, "the whole pre-deployment stage ran"
     for step in DB_CHECKS:
         assert results[step]["status"] == "pass", results[step]
-    assert results["redis-deployed"]["status"] in ("pass", "fail")  # ran, with a verdict
     steps = events[3]["steps"]
     assert [s["weight_new"] for s in steps] == [10, 50, 100]
     for step in steps:
         assert step["router_reads_back"] == step["weight_new"]
         assert abs(step["measured_new"] - step["weight_new"]) <= 3, step
         assert step["errors"] == 0
+    # The demo gives Redis a memory limit and an evicting policy; its PING latency bound is
+    # left out here, since 35 checks share two cores during the demo.
+    redis = {p["probe"]: p["status"] for p in results["redis-deployed"]["probes"]}
+    assert redis["redis.cluster"] == redis["redis.maxmemory-policy"] == "pass", redis
+    assert redis["redis.ping"] in ("pass", "fail"), redis  # reached, with a measured verdict
     done = events[4]
     assert done["journal_ok"] is True
     assert done["journal_events"] == len(results) + 1  # + plan.loaded
