@@ -231,7 +231,8 @@ def test_indexes_constraints_and_foreign_keys_are_separate(app_plan: PgPlan) -> 
     )
     assert (
         'ALTER TABLE "payments" ADD CONSTRAINT "payments_order_id_fkey" FOREIGN KEY ("order_id") '
-        'REFERENCES "orders" ("id") ON DELETE RESTRICT ON UPDATE CASCADE;'
+        'REFERENCES "orders" ("id") ON DELETE RESTRICT ON UPDATE CASCADE '
+        "DEFERRABLE INITIALLY IMMEDIATE;"
     ) in app_plan.foreign_keys
     assert len(app_plan.foreign_keys) == 4
     assert not any("CREATE TABLE" in s for s in app_plan.indexes + app_plan.foreign_keys)

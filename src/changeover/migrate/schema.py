@@ -26,7 +26,9 @@ holding SQLite's rowid, so every row has a key to sync and verify by.
 Defaults: NULL is no default; numeric and string constants pass when they fit the column type;
 CURRENT_TIMESTAMP / datetime('now') → now() (or SQLite's UTC text format in a text column),
 CURRENT_DATE / date('now') → the UTC date, strftime('%s','now') → epoch seconds. Anything else is
-omitted and listed in ``PgPlan.warnings`` — never silently. Index ``WHERE`` clauses and expression
+omitted and listed in ``PgPlan.warnings`` — never silently. Foreign keys are ``DEFERRABLE
+INITIALLY IMMEDIATE``: the app sees immediate checks; the sync applier defers them to commit, so
+a batch may apply a child row before its parent. Index ``WHERE`` clauses and expression
 keys are SQLite text copied verbatim, with a warning each. Virtual tables are not migrated (warned).
 
 Overrides: ``{"table.column": "<pg type> [from <format>]"}``, formats in ``SOURCE_FORMATS``.
@@ -334,7 +336,7 @@ def plan_schema(schema: SqliteSchema, casts: Mapping[str, str] | None = None) ->
             fkeys.append(
                 f"ALTER TABLE {quote(table.name)} ADD CONSTRAINT {name} FOREIGN KEY "
                 f"({', '.join(map(quote, fk.columns))}) REFERENCES {quote(fk.ref_table)}"
-                f"{refs}{actions};"
+                f"{refs}{actions} DEFERRABLE INITIALLY IMMEDIATE;"
             )
         for column in pg_table.columns:
             if column.identity:
