@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import sqlite3
+import uuid
 from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -442,3 +444,16 @@ def test_select_list_reads_lossy_types_as_text_and_quotes_names() -> None:
         '"Id", "select"::text AS "select", "a b"::text AS "a b", "u"::text AS "u", '
         'to_json("at") #>> \'{}\' AS "at", "raw"'
     )
+
+
+def test_values_loaded_by_psycopg_defaults_give_the_same_answers_as_text() -> None:
+    moment = datetime(2024, 1, 1, 12, 0, 0, 500, tzinfo=timezone(timedelta(hours=2)))
+    assert to_sqlite(moment, col("timestamptz")) == "2024-01-01 10:00:00.000500"
+    assert to_sqlite(moment, col("timestamptz", "epoch_ms")) == to_sqlite(
+        "2024-01-01T10:00:00.0005+00:00", col("timestamptz", "epoch_ms")
+    )
+    assert to_sqlite(date(1969, 12, 31), col("date", "epoch_s")) == -86_400
+    assert to_sqlite(time(1, 2, 3), col("time")) == "01:02:03"
+    assert to_sqlite(Decimal("6.20"), col("numeric")) == "6.20"
+    identifier = uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+    assert to_sqlite(identifier, col("uuid")) == str(identifier)
