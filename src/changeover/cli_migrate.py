@@ -83,6 +83,11 @@ def _cast_options(casts: tuple[str, ...]) -> dict[str, str]:
     help="Stop at the first value that cannot be represented, or keep it in _changeover_rejects.",
 )
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--capture",
+    is_flag=True,
+    help="Install change capture in the SQLite file before the snapshot (needed by migrate sync).",
+)
 @json_option
 def migrate_copy(
     source: str | None,
@@ -92,6 +97,7 @@ def migrate_copy(
     schema_name: str,
     on_error: str,
     jobs: int,
+    capture: bool,
     json_: bool,
 ) -> None:
     """Create the schema in PostgreSQL and bulk-load every table with COPY, then keys and indexes.
@@ -100,14 +106,11 @@ def migrate_copy(
 
     Example: changeover migrate copy --on-error quarantine
     """
-    from changeover.migrate.copy import copy_database
+    from changeover.migrate.copy import copy_database, count_rows
 
     path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
 
-    def progress(table: str, rows: int) -> None:
-        if not json_:
-            err.print(f"  {table}: {rows:,} rows", markup=False)
-
+    meter = None if json_ else CopyMeter(count_rows(path, pg_plan))
     summary = copy_database(
         path,
         resolved,
@@ -115,7 +118,8 @@ def migrate_copy(
         schema=schema_name,
         on_error=on_error,  # type: ignore[arg-type]
         jobs=jobs,
-        progress=progress,
+        progress=meter.update if meter else None,
+        capture=capture,
     )
     rows = [
         {
@@ -185,3 +189,92 @@ def resolve_endpoints(
     rules.update(_cast_options(casts))
     path = sqlite_path(source)
     return path, resolved, plan_schema(introspect(path), rules)
+
+
+class CopyMeter:
+    """Live copy progress on stderr: rows done of the total, MB/s, ETA; a line every 2 s."""
+
+    def __init__(self, totals: dict[str, int], every: float = 2.0) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.total = max(1, sum(totals.values()))
+        self.rows: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}
+        self.started = self.last = self.clock()
+        self.every = every
+
+    def update(self, table: str, rows: int, size: int) -> None:
+        self.rows[table], self.bytes[table] = rows, size
+        now = self.clock()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        done = sum(self.rows.values())
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 else 0.0
+        err.print(
+            f"copy: {done:,}/{self.total:,} rows ({100 * done / self.total:.0f}%), "
+            f"{sum(self.bytes.values()) / elapsed / 1e6:.1f} MB/s, {rate:,.0f} rows/s, "
+            f"ETA {eta:.0f}s",
+            markup=False,
+        )
+
+
+@migrate.command("verify")
+@click.option("--source", help="SQLite file (sqlite:///path/app.db or a path); default: plan's.")
+@click.option("--target", help="PostgreSQL URL as a reference, e.g. '${PG_URL}'; default: plan's.")
+@plan_option
+@click.option("--cast", "casts", multiple=True, metavar="TABLE.COLUMN=RULE", help="Cast rule.")
+@click.option("--schema", "schema_name", default="public", show_default=True)
+@click.option("--table", "tables", multiple=True, help="Check only this table (repeatable).")
+@click.option(
+    "--sample", type=click.IntRange(min=1), help="Check N random keys per table, not every row."
+)
+@click.option(
+    "--max-diffs",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Differences listed per table (the counts are always exact).",
+)
+@click.option("--jobs", type=click.IntRange(min=1), help="Worker processes (default: by size).")
+@json_option
+def migrate_verify(
+    source: str | None,
+    target: str | None,
+    plan: Path,
+    casts: tuple[str, ...],
+    schema_name: str,
+    tables: tuple[str, ...],
+    sample: int | None,
+    max_diffs: int,
+    jobs: int | None,
+    json_: bool,
+) -> None:
+    """Compare every row in PostgreSQL with SQLite: missing, extra and different rows by key.
+
+    Use the same cast rules as the copy. Exit 0 when equal (quarantined rows are named, not
+    counted against it), 1 when any row differs.
+
+    Example: changeover migrate verify --source sqlite:///srv/app/app.db --target '${PG_URL}'
+    """
+    from changeover.migrate.verify import render, verify_database
+
+    path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
+    report = verify_database(
+        path,
+        resolved,
+        pg_plan,
+        schema=schema_name,
+        tables=list(tables) or None,
+        sample=sample,
+        max_diffs=max_diffs,
+        jobs=jobs,
+    )
+    if json_:
+        _print_json(report.to_json())
+    else:
+        out.print(render(report), markup=False, highlight=False, soft_wrap=True)
+    sys.exit(0 if report.equal else 1)

@@ -34,7 +34,7 @@ def test_app_corpus_copies_completely_with_keys_constraints_and_identity(
     plan = plan_schema(introspect(db))
     seen: dict[str, int] = {}
     summary = copy_database(
-        db, pg_url, plan, jobs=2, progress=lambda table, rows: seen.__setitem__(table, rows)
+        db, pg_url, plan, jobs=2, progress=lambda table, rows, size: seen.__setitem__(table, rows)
     )
     assert summary.failed_statements == ()
     assert summary.rejected == 0
@@ -110,10 +110,13 @@ def test_copy_into_a_non_empty_target_is_refused_plainly(tmp_path: Path, pg_url:
     db = make_app_db(tmp_path / "app.db", rows=5)
     plan = plan_schema(introspect(db))
     copy_database(db, pg_url, plan)
+    with pytest.raises(MigrationError, match="already holds a finished copy"):
+        copy_database(db, pg_url, plan)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (5,)
+        conn.execute("DROP TABLE _changeover_copy")  # tables that are not changeover's copy
     with pytest.raises(MigrationError, match="already exists in the target schema"):
         copy_database(db, pg_url, plan)
-    with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT count(*) FROM users").fetchone() == (5,)
 
 
 def test_weird_corpus_quarantines_every_unrepresentable_value_and_reconciles(

@@ -11,6 +11,7 @@ whose parent row was quarantined) are listed in ``CopySummary.failed_statements`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import multiprocessing.queues
@@ -44,9 +45,11 @@ BATCH_ROWS = 2000
 BATCH_BYTES = 4 * 1024 * 1024
 
 OnError = Literal["stop", "quarantine"]
-Progress = Callable[[str, int], None]
+# progress(table, rows so far, bytes so far)
+Progress = Callable[[str, int, int], None]
+COPY_STATE = "_changeover_copy"
 
-_REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {quote(REJECTS_TABLE)} (
+REJECTS_DDL = f"""CREATE TABLE IF NOT EXISTS {quote(REJECTS_TABLE)} (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     "table" text NOT NULL,
     key jsonb NOT NULL,
@@ -145,30 +148,112 @@ def copy_database(
     on_error: OnError = "stop",
     jobs: int = 2,
     progress: Progress | None = None,
+    capture: bool = False,
 ) -> CopySummary:
     """Load every table of ``plan`` from ``sqlite_path`` into ``schema`` at ``pg_url``.
 
-    ``progress(table, rows_so_far)`` is called after each batch, from a helper thread of this
-    process (never concurrently for two tables with ``jobs=1``).
+    ``progress(table, rows_so_far, bytes_so_far)`` is called after each batch, from a helper
+    thread of this process (never concurrently for two tables with ``jobs=1``).
+
+    ``capture=True`` installs change capture in the SQLite file *before* any table's snapshot
+    and records the changelog head read then as where sync starts: every change after it is
+    either in the snapshot or applied later (applying it twice is harmless).
+
+    Resumable: each table commits with its entry in ``_changeover_copy``; running the copy again
+    after a crash (even kill -9) loads only the tables that did not commit, then finishes.
     """
     if on_error not in ("stop", "quarantine"):
         raise MigrationError(f"on_error must be 'stop' or 'quarantine', not {on_error!r}")
     connect_readonly(sqlite_path).close()  # a missing or non-SQLite file fails here, plainly
     started = time.monotonic()
-    with _connect(pg_url) as conn, conn.transaction():
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
-        conn.execute(f"SET search_path TO {quote(schema)}")
-        for table in plan.tables:
-            _execute(conn, table.create_sql, f"create table {table.name}")
-        if on_error == "quarantine":
-            _execute(conn, _REJECTS_DDL, f"create {REJECTS_TABLE}")
-    results = _copy_tables(sqlite_path, pg_url, schema, plan, on_error, jobs, progress)
-    failed_statements = _finish(pg_url, schema, plan)
+    done = _begin(sqlite_path, pg_url, schema, plan, on_error, capture)
+    todo = PgPlan(
+        tables=tuple(t for t in plan.tables if f"table:{t.name}" not in done),
+        indexes=(),
+        unique_constraints=(),
+        foreign_keys=(),
+        sequence_resets=(),
+        warnings=(),
+    )
+    results = _copy_tables(sqlite_path, pg_url, schema, todo, on_error, jobs, progress)
+    for table in plan.tables:
+        if table.name not in results:  # committed by an earlier, interrupted run
+            rows, rejected = json.loads(done[f"table:{table.name}"])
+            results[table.name] = TableCopy(table.name, rows + rejected, rows, rejected, 0, 0.0)
+    failed_statements = _finish(pg_url, schema, plan, done)
+    if capture:
+        from changeover.migrate.apply import start_position
+
+        start_position(pg_url, schema, int(done["capture_head"]))
     return CopySummary(
         tables=tuple(results[t.name] for t in plan.tables),
         seconds=time.monotonic() - started,
         failed_statements=tuple(failed_statements),
     )
+
+
+def count_rows(sqlite_path: str | Path, plan: PgPlan) -> dict[str, int]:
+    """Rows per table now (for progress and ETA; the copy itself counts in its snapshot)."""
+    source = connect_readonly(sqlite_path)
+    try:
+        return {
+            t.name: int(source.execute(f"SELECT count(*) FROM {quote(t.source)}").fetchone()[0])
+            for t in plan.tables
+        }
+    finally:
+        source.close()
+
+
+def _begin(
+    sqlite_path: str | Path,
+    pg_url: str,
+    schema: str,
+    plan: PgPlan,
+    on_error: OnError,
+    capture: bool,
+) -> dict[str, str]:
+    """Create the schema (first run) or read what an interrupted run finished (resume)."""
+    with _connect(pg_url) as conn, conn.transaction():
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+        conn.execute(f"SET search_path TO {quote(schema)}")
+        state = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quote(COPY_STATE),)).fetchone()
+        if state and state[0]:
+            rows = conn.execute(f"SELECT item, value FROM {quote(COPY_STATE)}").fetchall()
+            done = {str(item): str(value) for item, value in rows}
+            if "finished" in done:
+                raise MigrationError(
+                    f"schema {schema!r} already holds a finished copy; verify it with "
+                    "'changeover migrate verify', or drop it to copy again"
+                )
+            if on_error == "quarantine":
+                _execute(conn, REJECTS_DDL, f"create {REJECTS_TABLE}")
+            if capture and "capture_head" not in done:
+                raise MigrationError(
+                    "the interrupted copy ran without capture; run it the same way"
+                )
+            return {str(k): str(v) for k, v in done.items()}
+        for table in plan.tables:
+            _execute(conn, table.create_sql, f"create table {table.name}")
+        if on_error == "quarantine":
+            _execute(conn, REJECTS_DDL, f"create {REJECTS_TABLE}")
+        conn.execute(
+            f"CREATE TABLE {quote(COPY_STATE)} (item text PRIMARY KEY, value text NOT NULL, "
+            "done_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {"started": str(time.time())}
+        if capture:
+            from changeover.migrate.capture import changelog_head, install_capture
+
+            install_capture(sqlite_path, plan)
+            source = connect_readonly(sqlite_path)
+            try:
+                done["capture_head"] = str(changelog_head(source))
+            finally:
+                source.close()
+        conn.cursor().executemany(
+            f"INSERT INTO {quote(COPY_STATE)} (item, value) VALUES (%s, %s)", list(done.items())
+        )
+        return done
 
 
 def _copy_tables(
@@ -187,7 +272,7 @@ def _copy_tables(
     """
     pool: Executor
     drain: threading.Thread | None = None
-    reports: multiprocessing.queues.Queue[tuple[str, int] | None] | None = None
+    reports: multiprocessing.queues.Queue[tuple[str, int, int] | None] | None = None
     if jobs <= 1:
         cancel: _Flag = threading.Event()
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="copy")
@@ -248,19 +333,19 @@ class _Flag(Protocol):
 
 
 _worker_cancel: _Flag | None = None
-_worker_reports: multiprocessing.queues.Queue[tuple[str, int] | None] | None = None
+_worker_reports: multiprocessing.queues.Queue[tuple[str, int, int] | None] | None = None
 
 
 def _init_worker(
-    cancel: _Flag, reports: multiprocessing.queues.Queue[tuple[str, int] | None] | None
+    cancel: _Flag, reports: multiprocessing.queues.Queue[tuple[str, int, int] | None] | None
 ) -> None:
     global _worker_cancel, _worker_reports
     _worker_cancel, _worker_reports = cancel, reports
 
 
-def _report(table: str, rows: int) -> None:
+def _report(table: str, rows: int, size: int) -> None:
     if _worker_reports is not None:
-        _worker_reports.put((table, rows))
+        _worker_reports.put((table, rows, size))
 
 
 def _copy_table_task(
@@ -281,7 +366,7 @@ def _copy_table_task(
 
 
 def _drain(
-    reports: multiprocessing.queues.Queue[tuple[str, int] | None], progress: Progress
+    reports: multiprocessing.queues.Queue[tuple[str, int, int] | None], progress: Progress
 ) -> None:
     while (item := reports.get()) is not None:
         progress(*item)
@@ -386,7 +471,7 @@ def _load(
                             raise UnrepresentableRow(
                                 table.name, key, column.name, exc.reason
                             ) from None
-                        bad.append(_Reject(key, column.name, exc.reason, _raw(value)))
+                        bad.append(_Reject(key, column.name, exc.reason, raw_text(value)))
                 if bad:
                     rejects.extend(bad)
                     rejected += 1
@@ -401,21 +486,32 @@ def _load(
             size += _flush(copy, buffer)
             buffered = 0
             if progress is not None:
-                progress(table.name, copied + rejected)
+                progress(table.name, copied + rejected, size)
     source.execute("COMMIT")
     if cancel.is_set():
         raise _Cancelled(f"{table.name}: cancelled because another table failed")
     if rejects:
-        with conn.cursor() as pg:
-            pg.executemany(
-                f'INSERT INTO {quote(REJECTS_TABLE)} ("table", key, "column", reason, raw_value) '
-                "VALUES (%s, %s, %s, %s, %s)",
-                [
-                    (table.name, json.dumps(r.key, ensure_ascii=False), r.column, r.reason, r.raw)
-                    for r in rejects
-                ],
-            )
+        insert_rejects(conn, table.name, [(r.key, r.column, r.reason, r.raw) for r in rejects])
+    # Committed with the rows: a rerun after a crash skips exactly the tables that are loaded.
+    conn.execute(
+        f"INSERT INTO {quote(COPY_STATE)} (item, value) VALUES (%s, %s)",
+        (f"table:{table.name}", json.dumps([copied, rejected])),
+    )
     return copied, rejected, size, source_rows
+
+
+def insert_rejects(
+    conn: psycopg.Connection[tuple[object, ...]],
+    table: str,
+    rejects: Sequence[tuple[dict[str, object], str, str, str | None]],
+) -> None:
+    """Record (key, column, reason, raw value) rows in ``_changeover_rejects`` (must exist)."""
+    with conn.cursor() as pg:
+        pg.executemany(
+            f'INSERT INTO {quote(REJECTS_TABLE)} ("table", key, "column", reason, raw_value) '
+            "VALUES (%s, %s, %s, %s, %s)",
+            [(table, json.dumps(k, ensure_ascii=False), c, r, raw) for k, c, r, raw in rejects],
+        )
 
 
 def _flush(copy: psycopg.Copy, buffer: list[str]) -> int:
@@ -430,10 +526,13 @@ def _flush(copy: psycopg.Copy, buffer: list[str]) -> int:
 def _key(
     row: Sequence[object], names: Sequence[str], positions: Sequence[int]
 ) -> dict[str, object]:
-    """The row's key as JSON-safe values (text decoded with replacement, blobs as hex)."""
+    return json_key([row[p] for p in positions], names)
+
+
+def json_key(values: Sequence[object], names: Sequence[str]) -> dict[str, object]:
+    """A row's key as JSON-safe values (text decoded with replacement, blobs as hex)."""
     key: dict[str, object] = {}
-    for name, position in zip(names, positions, strict=True):
-        value = row[position]
+    for name, value in zip(names, values, strict=True):
         if isinstance(value, RawText):
             value = value.decode("utf-8", errors="backslashreplace")
         elif isinstance(value, bytes):
@@ -442,7 +541,7 @@ def _key(
     return key
 
 
-def _raw(value: object) -> str | None:
+def raw_text(value: object) -> str | None:
     """The rejected value as stored: valid UTF-8 text without NUL as is, anything else as hex."""
     if value is None:
         return None
@@ -460,8 +559,11 @@ def _raw(value: object) -> str | None:
     return repr(value)
 
 
-def _finish(pg_url: str, schema: str, plan: PgPlan) -> list[tuple[str, str]]:
-    """Indexes, unique constraints, foreign keys, identity resets; each refusal is reported."""
+def _finish(pg_url: str, schema: str, plan: PgPlan, done: dict[str, str]) -> list[tuple[str, str]]:
+    """Indexes, unique constraints, foreign keys, identity resets; each refusal is reported.
+
+    Each statement commits with its entry in the copy state, so a resumed copy skips it.
+    """
     failed: list[tuple[str, str]] = []
     with _connect(pg_url) as conn:
         conn.execute(f"SET search_path TO {quote(schema)}")
@@ -471,11 +573,22 @@ def _finish(pg_url: str, schema: str, plan: PgPlan) -> list[tuple[str, str]]:
             *plan.foreign_keys,
         ]
         for statement in statements:
+            item = "statement:" + hashlib.sha256(statement.encode()).hexdigest()[:16]
+            if item in done:
+                continue
             try:
                 with conn.transaction():
                     conn.execute(statement)
+                    conn.execute(
+                        f"INSERT INTO {quote(COPY_STATE)} (item, value) VALUES (%s, %s)",
+                        (item, statement),
+                    )
             except psycopg.Error as exc:
                 failed.append((statement, REDACTOR.scrub(str(exc)).strip()))
         for statement in plan.sequence_resets:
             _execute(conn, statement, "identity reset")
+        conn.execute(
+            f"INSERT INTO {quote(COPY_STATE)} (item, value) VALUES ('finished', %s)",
+            (json.dumps([s for s, _ in failed]),),
+        )
     return failed

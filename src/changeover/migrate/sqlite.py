@@ -109,14 +109,17 @@ class SqliteSchema:
         raise KeyError(name)
 
 
-def connect_readonly(path: str | Path) -> sqlite3.Connection:
-    """Open ``path`` read-only; a missing, locked or non-SQLite file is a ``UsageError``."""
+def connect_readonly(path: str | Path, *, any_thread: bool = False) -> sqlite3.Connection:
+    """Open ``path`` read-only; a missing, locked or non-SQLite file is a ``UsageError``.
+
+    ``any_thread``: the connection may be used from another thread (never two at once).
+    """
     file = Path(path)
     if not file.is_file():
         raise UsageError(f"SQLite database {str(file)!r} does not exist or is not a file")
     uri = file.resolve().as_uri() + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=not any_thread)
         # A non-database file opens fine; the first read is what fails.
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
