@@ -1,4 +1,4 @@
-"""The proxy benchmark in its smoke size (about 20 s): it runs end to end and writes its table.
+"""The benchmarks in their smoke sizes (about 20 s each): they run end to end and write tables.
 
 Only the shape is asserted (every target measured, numbers parsed, goals stated, the rest of
 BENCHMARKS.md kept), never performance: the smoke size is too short for meaningful numbers.
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from support.binaries import require_binary
+from changeover.services import find_postgres_bin_dir
+from support.binaries import missing, require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +62,43 @@ def test_smoke_benchmark_writes_its_tables_and_keeps_other_sections(tmp_path: Pa
     assert re.search(r"Goal built-in added p99 ≤ 1 ms .*\*\*(met|NOT met)\*\*", text)
     assert re.search(r"Goal RSS flat .*\*\*(met|NOT met)", text)
     assert re.search(r"Machine: \d+ cores \(.+\), kernel ", text)
+
+
+MIGRATE_SCRIPT = ROOT / "benchmarks" / "migrate_bench.py"
+MIGRATE_BEGIN = "<!-- migrate-bench:begin (written by benchmarks/migrate_bench.py --write) -->"
+MIGRATE_END = "<!-- migrate-bench:end -->"
+MIGRATE_CONTENDERS = (
+    "changeover copy_database (jobs=2)",
+    "pgloader (with the CAST workaround)",
+    "ceiling: psql \\copy of pre-made files (2 processes)",
+)
+
+
+def test_migrate_smoke_benchmark_measures_every_contender_and_keeps_other_sections(
+    tmp_path: Path,
+) -> None:
+    require_binary("pgloader", "pgloader")
+    if find_postgres_bin_dir() is None:
+        missing("PostgreSQL", "postgresql")
+    output = tmp_path / "BENCHMARKS.md"
+    stale = f"{MIGRATE_BEGIN}\n## Data migration (issue 4)\n\nstale numbers\n{MIGRATE_END}\n"
+    output.write_text(f"# Benchmarks\n\n{BEGIN}\nproxy numbers\n{END}\n\n{stale}\n## After\n")
+
+    argv = [sys.executable, str(MIGRATE_SCRIPT), "--smoke", "--write", "--output", str(output)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    text = output.read_text(encoding="utf-8")
+    assert "proxy numbers" in text and "## After" in text
+    assert "stale numbers" not in text
+    assert text.count("## Data migration (issue 4)") == 1
+    timings = text.split("### What each contender")[0]
+    for label in MIGRATE_CONTENDERS:
+        cells = _row(timings, label)
+        assert cells[1] == "21,000", cells  # every contender loaded every row of the corpus
+        assert float(cells[4].replace(",", "")) > 0, cells  # rows/s
+    fidelity = text.split("### What each contender")[1]
+    assert _row(fidelity, MIGRATE_CONTENDERS[0])[1:4] == ["none", "none", "none"]
+    assert re.search(r"Goal ours ≥ 2× pgloader's rows/s: [\d.]+× — \*\*(met|NOT met)\*\*", text)
+    assert re.search(r"Goal ours ≥ 0\.7× the ceiling's rows/s: [\d.]+× — \*\*(met|NOT met)", text)
+    assert re.search(r"Machine: \d+ cores \(.+\), [\d.]+ GiB RAM", text)
