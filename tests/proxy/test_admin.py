@@ -66,6 +66,12 @@ class Controller:
     async def release(self) -> RoutingState:
         return self._commit(holding=False)
 
+    def writes_in_flight(self) -> dict[str, int]:
+        return dict.fromkeys(self.current.weights, 0)
+
+    async def wait_writes(self, timeout: float) -> bool:
+        return True
+
     async def set_mirror_share(self, share: float) -> RoutingState:
         return self._commit(mirror_share=share)
 

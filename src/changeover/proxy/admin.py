@@ -4,7 +4,8 @@ Served by uvicorn in the proxy's own event loop, on its own port. Every change n
 ``Authorization: Bearer <token>`` (compared in constant time) and answers the new routing state
 with its version; reads need the token too unless the proxy opened them (admin on loopback).
 Input is checked here, so the controller only ever sees known backends and valid numbers.
-The token never appears in an answer or a log line.
+The token never appears in an answer or a log line. ``POST /v1/hold`` with
+``{"wait_writes": s}`` also waits up to s seconds for the writes routed before the hold to end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024  # admin requests are tiny JSON objects
 WEIGHT_TOLERANCE = 1e-6
+MAX_WAIT_WRITES = 60.0  # seconds; a hold longer than this is an outage, not a handoff
 
 
 class AdminController(Protocol):
@@ -45,6 +47,8 @@ class AdminController(Protocol):
     async def set_write_owner(self, backend: str) -> RoutingState: ...
     async def hold(self) -> RoutingState: ...
     async def release(self) -> RoutingState: ...
+    def writes_in_flight(self) -> dict[str, int]: ...  # per backend, routed and not yet ended
+    async def wait_writes(self, timeout: float) -> bool: ...  # True once none is in flight
     async def set_mirror_share(self, share: float) -> RoutingState: ...
     async def set_drained(self, instance: Instance, drained: bool) -> RoutingState: ...
     def stats(self, window_s: int | None) -> dict[str, Any]: ...  # ProxyStats.snapshot
@@ -178,7 +182,9 @@ class _Api:
         return Response(self.controller.metrics(), media_type=CONTENT_TYPE_LATEST)
 
     async def get_state(self, request: Request) -> Response:
-        return _state(self.controller.state())
+        answer = self.controller.state().to_json()
+        answer["writes_in_flight"] = self.controller.writes_in_flight()
+        return JSONResponse(answer)
 
     async def get_stats(self, request: Request) -> Response:
         text = request.query_params.get("window", "10")
@@ -228,7 +234,29 @@ class _Api:
         return _state(await self.controller.set_write_owner(backend))
 
     async def post_hold(self, request: Request) -> Response:
-        return _state(await self.controller.hold())
+        body = await _json_object(request, empty_ok=True)
+        for key in body:
+            if key != "wait_writes":
+                raise AdminRefused(
+                    400, f'unknown field {key[:40]!r}; expected {{"wait_writes": <seconds>}}', key
+                )
+        wait = None
+        if "wait_writes" in body:
+            wait = _number(
+                body["wait_writes"],
+                "wait_writes",
+                0,
+                MAX_WAIT_WRITES,
+                f"seconds to wait for writes in flight, 0 to {MAX_WAIT_WRITES:g}",
+            )
+        state = await self.controller.hold()
+        answer = state.to_json()
+        if wait is not None:
+            settled = await self.controller.wait_writes(wait)
+            answer = self.controller.state().to_json()  # it may have changed while we waited
+            answer["writes_settled"] = settled
+        answer["writes_in_flight"] = self.controller.writes_in_flight()
+        return JSONResponse(answer)
 
     async def post_release(self, request: Request) -> Response:
         return _state(await self.controller.release())
@@ -263,12 +291,15 @@ def _state(state: RoutingState) -> JSONResponse:
     return JSONResponse(state.to_json())
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
+async def _json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; with ``empty_ok`` no body at all is an empty object."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
             raise AdminRefused(413, f"the request body is over {MAX_BODY} bytes")
+    if empty_ok and not body.strip():
+        return {}
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -290,4 +321,4 @@ def _unknown_backend(backend: str, known: list[str]) -> str:
     return f"unknown backend {backend[:40]!r} (backends: {', '.join(known)})"
 
 
-__all__ = ["MAX_BODY", "AdminController", "AdminRefused", "build_admin_app"]
+__all__ = ["MAX_BODY", "MAX_WAIT_WRITES", "AdminController", "AdminRefused", "build_admin_app"]

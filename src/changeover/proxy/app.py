@@ -245,6 +245,25 @@ class ProxyServer:
     async def release(self) -> RoutingState:
         return await self._change(holding=False)
 
+    def writes_in_flight(self) -> dict[str, int]:
+        return self.balancer.writes.by_backend(self.backends)
+
+    async def wait_writes(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no write routed earlier is still in flight."""
+        started = asyncio.get_running_loop().time()
+        settled = await self.balancer.writes.settle(timeout)
+        waited = asyncio.get_running_loop().time() - started
+        if settled:
+            log.info("writes in flight: none left after %.3fs", waited)
+        else:
+            log.warning(
+                "writes in flight: %d still running after %.3fs (%s)",
+                self.balancer.writes.total,
+                waited,
+                ", ".join(f"{b}={n}" for b, n in self.writes_in_flight().items() if n),
+            )
+        return settled
+
     async def set_mirror_share(self, share: float) -> RoutingState:
         return await self._change(mirror_share=share)
 
@@ -256,6 +275,7 @@ class ProxyServer:
     def stats(self, window_s: int | None) -> dict[str, Any]:
         data = self.proxy_stats.snapshot(window_s)
         data["hold"] = self.write_hold.stats().to_json()
+        data["writes_in_flight"] = self.writes_in_flight()
         return data
 
     def metrics(self) -> bytes:

@@ -2,8 +2,9 @@
 
 `Balancer.decide` is synchronous and pure apart from two small memories (round-robin positions
 and a bounded table of recent writes per session); the clock, the random source and the health
-view are injected. `Balancer.chooser` adapts it to the core's async ``Chooser`` contract and is
-where held writes wait (`changeover.proxy.hold`).
+view are injected. `Balancer.chooser` adapts it to the core's async ``Chooser`` contract, is
+where held writes wait (`changeover.proxy.hold`) and counts the writes it routes until their
+exchange ends (`Balancer.writes`).
 
 How a request is routed:
 - **Writes** (`WriteRules`) always go to the write owner, never elsewhere.
@@ -30,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from changeover.proxy.hold import HoldRejected, WriteHold
+from changeover.proxy.hold import HoldRejected, WriteHold, WritesInFlight
 from changeover.proxy.http import Choice, Reject, RequestHead
 from changeover.proxy.state import Instance, RoutingState
 
@@ -221,6 +222,7 @@ class Decision:
     mirror: Instance | None  # also send this read here (shadow comparison)
     reason: str  # sticky, new-session, write-owner, read-your-writes, fallback: …, panic: …
     session: str
+    write: bool = False  # the write rules call it a write
 
 
 class Balancer:
@@ -264,6 +266,7 @@ class Balancer:
         self.rng = rng or random.Random()
         self.health = health
         self.hold = hold or WriteHold()
+        self.writes = WritesInFlight()
         self.in_flight = in_flight
         self.recent_writes = RecentWrites(ryw_window, max_sessions)
         self.new_session_id = new_session_id or (lambda: secrets.token_urlsafe(16))
@@ -341,7 +344,7 @@ class Balancer:
                 reason = f"panic: no healthy instance in {owner}, the write owner; trying anyway"
             if instance is None:
                 raise NoRoute(f"no instance of the write owner {owner!r} can take writes")
-            return Decision(instance, set_cookie, None, reason, session)
+            return Decision(instance, set_cookie, None, reason, session, write=True)
 
         target = backend_at(session_point(session), self._ranges)
         if target is None:
@@ -437,4 +440,9 @@ class Balancer:
             raise Reject(503, str(exc), (("Retry-After", "1"),)) from None
         headers = (("Set-Cookie", decision.set_cookie),) if decision.set_cookie else ()
         mirror = decision.mirror if attempt == 0 else None
-        return Choice(decision.instance, extra_response_headers=headers, mirror=mirror)
+        # Counted from here, with no await before the core takes the callback: a hold that
+        # starts after this point sees the write among those it waits for.
+        finished = self.writes.started(decision.instance.backend) if decision.write else None
+        return Choice(
+            decision.instance, extra_response_headers=headers, mirror=mirror, finished=finished
+        )

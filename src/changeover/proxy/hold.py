@@ -4,6 +4,8 @@ The handoff is hold → wait for in-flight writes → drain the changelog → fl
 release. A held request only waits here; it is routed after `release()` by the balancer, so it
 reaches the write owner *of the release moment*. Bounded: a full queue or a wait longer than
 ``max_hold`` seconds raises `HoldRejected`, which the chooser turns into 503 + Retry-After.
+`WritesInFlight` counts the writes routed before the hold that have not ended yet, and waits
+for them to reach 0.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 
@@ -176,3 +179,66 @@ class WriteHold:
         self._timer = None
         self.expire()
         self._arm(loop)
+
+
+class WritesInFlight:
+    """Writes routed to each backend whose exchange has not ended yet.
+
+    The balancer calls `started` when it routes a write and hands the returned callback to the
+    core with its choice; the core calls it exactly once when that exchange ends (answered in
+    full, failed, or abandoned by the client). The hot path costs two int updates per write and
+    nothing per read. `settle` waits, without blocking the loop, until no write is in flight:
+    during a hold no new write is routed, so the count can only fall.
+
+    The proxy cannot see past its own connection: a write whose client went away, or whose
+    upstream timed out, stops counting when the proxy gives it up, though the backend may still
+    be running it.
+    """
+
+    def __init__(self) -> None:
+        self._count: dict[str, int] = {}
+        self._total = 0
+        self._finish: dict[str, Callable[[], None]] = {}  # one callback per backend, made once
+        self._idle: list[asyncio.Future[None]] = []  # `settle` calls waiting for 0
+
+    @property
+    def total(self) -> int:
+        return self._total
+
+    def by_backend(self, backends: Iterable[str] = ()) -> dict[str, int]:
+        """The count per backend: every name in ``backends`` (0 if none) and any other counted."""
+        counts = dict.fromkeys(backends, 0)
+        counts.update(self._count)
+        return counts
+
+    def started(self, backend: str) -> Callable[[], None]:
+        """Count one write routed to ``backend``; call the returned function once when it ends."""
+        self._count[backend] = self._count.get(backend, 0) + 1
+        self._total += 1
+        finish = self._finish.get(backend)
+        if finish is None:
+            finish = self._finish[backend] = partial(self._finished, backend)
+        return finish
+
+    def _finished(self, backend: str) -> None:
+        self._count[backend] -= 1
+        self._total -= 1
+        if self._total == 0 and self._idle:
+            idle, self._idle = self._idle, []
+            for future in idle:
+                if not future.done():
+                    future.set_result(None)
+
+    async def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for no write in flight; True if that happened."""
+        if self._total == 0:
+            return True
+        future = asyncio.get_running_loop().create_future()
+        self._idle.append(future)
+        try:
+            await asyncio.wait((future,), timeout=timeout)
+        finally:
+            if not future.done():
+                future.cancel()
+                self._idle.remove(future)
+        return not future.cancelled()

@@ -104,6 +104,9 @@ class Choice:
     instance: Instance
     extra_response_headers: tuple[tuple[str, str], ...] = ()  # e.g. Set-Cookie for stickiness
     mirror: Instance | None = None  # also send this (GET, no body) request here; answer discarded
+    # Called exactly once when the exchange this choice started ends: answered in full, failed,
+    # or given up because the client went away (the balancer counts writes in flight with it).
+    finished: Callable[[], None] | None = None
 
 
 class Reject(Exception):

@@ -157,6 +157,11 @@ class ClientProtocol(asyncio.Protocol):
             return False
         if not self.queue:
             return False
+        if self._parsing is not None:
+            # Closed in the middle of a request body, which can now never be complete: fail it
+            # rather than leave the upstream (and a write hold waiting for it) until it times out.
+            self._reject(400, "the client closed the connection before the request body ended")
+            return True
         self.stop_parsing = True
         return True
 
@@ -504,25 +509,31 @@ class ClientProtocol(asyncio.Protocol):
                 log.exception("proxy: the chooser failed for %s %s", ex.head.method, ex.head.path)
                 self._answer(ex, 503, "no upstream could be chosen", close=False)
                 return
-            if ex.error is not None:
-                self._answer(ex, ex.error[0], ex.error[1], close=True)
-                return
-            ex.choice = choice
-            instance = choice.instance
             try:
-                upstream, reused = await state.pool.acquire(instance)
-            except UpstreamError as err:
-                state.observer.upstream_failed(instance, err.reason, False)
-                status = 504 if err.timeout else 502
-                last_failure = (status, f"upstream {instance.key}: {err.reason}")
-                if ex.retryable and attempt < state.limits.max_retries:
-                    attempt += 1
-                    exclude.add(instance.key)
-                    continue
-                self._answer(ex, *last_failure, close=False, client_error=False)
+                if ex.error is not None:
+                    self._answer(ex, ex.error[0], ex.error[1], close=True)
+                    return
+                ex.choice = choice
+                instance = choice.instance
+                try:
+                    upstream, reused = await state.pool.acquire(instance)
+                except UpstreamError as err:
+                    state.observer.upstream_failed(instance, err.reason, False)
+                    status = 504 if err.timeout else 502
+                    last_failure = (status, f"upstream {instance.key}: {err.reason}")
+                    if ex.retryable and attempt < state.limits.max_retries:
+                        attempt += 1
+                        exclude.add(instance.key)
+                        continue
+                    self._answer(ex, *last_failure, close=False, client_error=False)
+                    return
+                await self._forward(ex, upstream, instance, reused=reused)
                 return
-            await self._forward(ex, upstream, instance, reused=reused)
-            return
+            finally:
+                # Every way out of this attempt (answered, failed, retried, cancelled when the
+                # client went away) ends it for the chooser.
+                if choice.finished is not None:
+                    choice.finished()
 
     async def _forward(
         self, ex: Exchange, upstream: UpstreamConnection, instance: Instance, *, reused: bool

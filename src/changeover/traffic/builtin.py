@@ -3,8 +3,9 @@
 Weights are percentages per backend on the proxy itself (no per-server weights: the proxy
 splits sessions by backend and balances instances inside it). Every change is read back from
 ``GET /v1/state``; the proxy persists the state before applying it, so what this router reads is
-what a restarted proxy will do. Write owner, hold and release belong to the data handoff and
-are exposed here as extra methods, not part of the ``Router`` protocol.
+what a restarted proxy will do. Write owner, hold (optionally waiting for the writes already
+in flight), release and the writes-in-flight count belong to the data handoff and are exposed
+here as extra methods, not part of the ``Router`` protocol.
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ class BuiltinRouter:
     ) -> None:
         self.admin = admin.rstrip("/")
         self.servers = list(servers)
+        self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.AsyncClient(
             base_url=self.admin, headers=headers, timeout=timeout, verify=verify
         )
 
-    async def _call(self, method: str, path: str, body: Any = None) -> Any:
+    async def _call(
+        self, method: str, path: str, body: Any = None, *, longer_by: float = 0.0
+    ) -> Any:
         where = f"built-in proxy admin API at {mask_url(self.admin)}"
         try:
-            response = await self._client.request(method, path, json=body)
+            response = await self._client.request(
+                method, path, json=body, timeout=self.timeout + longer_by
+            )
         except httpx.ConnectError as exc:
             raise RouterError(f"{where}: cannot connect ({exc}); is the proxy running?") from exc
         except httpx.TimeoutException as exc:
@@ -120,9 +126,23 @@ class BuiltinRouter:
         data: dict[str, Any] = await self._call("PUT", "/v1/write-owner", {"backend": backend})
         return data
 
-    async def hold(self) -> dict[str, Any]:
-        data: dict[str, Any] = await self._call("POST", "/v1/hold")
+    async def hold(self, wait_writes: float | None = None) -> dict[str, Any]:
+        """Hold writes; with ``wait_writes``, also wait up to that many seconds for the writes
+        routed before the hold to end. The answer is the routing state with
+        ``writes_in_flight`` per backend, and ``writes_settled`` (true when none was left in
+        time) when it waited."""
+        if wait_writes is None:
+            data: dict[str, Any] = await self._call("POST", "/v1/hold")
+        else:
+            data = await self._call(
+                "POST", "/v1/hold", {"wait_writes": wait_writes}, longer_by=max(0.0, wait_writes)
+            )
         return data
+
+    async def writes_in_flight(self) -> dict[str, int]:
+        """Writes routed to each backend whose answer has not ended yet."""
+        counts = (await self.state()).get("writes_in_flight", {})
+        return {str(backend): int(n) for backend, n in counts.items()}
 
     async def release(self) -> dict[str, Any]:
         data: dict[str, Any] = await self._call("POST", "/v1/release")
