@@ -225,3 +225,23 @@ def _our_triggers(conn: sqlite3.Connection) -> list[str]:
 
 def _column_count(conn: sqlite3.Connection, table: str) -> int:
     return len(conn.execute(f"PRAGMA table_info({quote_ident(table)})").fetchall())
+
+
+def changed_keys(
+    conn: sqlite3.Connection, plan: PgPlan, after: int, upto: int
+) -> dict[str, list[tuple[object, ...]]]:
+    """The distinct keys changed by entries ``after < seq <= upto``, per table (raw SQLite values).
+
+    ``conn`` should read text as ``RawText`` so the keys match what the verifier reads.
+    """
+    widths = {t.source: (t.name, len(t.primary_key)) for t in plan.tables}
+    keys: dict[str, dict[tuple[object, ...], None]] = {}
+    for entry in conn.execute(
+        f"SELECT * FROM {CHANGELOG} WHERE seq > ? AND seq <= ? ORDER BY seq", (after, upto)
+    ):
+        source = entry[1].decode() if isinstance(entry[1], bytes) else str(entry[1])
+        if source not in widths:
+            continue
+        name, width = widths[source]
+        keys.setdefault(name, {})[tuple(entry[2 : 2 + width])] = None
+    return {name: list(found) for name, found in keys.items()}

@@ -244,35 +244,21 @@ class ReverseApplier:
 
     def _apply_table(self, table: PgTable, keys: list[object]) -> tuple[int, int]:
         key_columns = [_column(table, k) for k in table.primary_key]
-        key_table = PgTable(table.name, table.source, tuple(key_columns), table.primary_key, "")
         typed = ", ".join(
             f"(k->>{i})::{c.pg_type} AS {quote(c.name)}" for i, c in enumerate(key_columns)
         )
-        payload = json.dumps(keys)
-        changed = self._pg.execute(
-            f"SELECT {select_list(key_table)} FROM "
-            f"(SELECT {typed} FROM jsonb_array_elements(%s::jsonb) AS k) AS changed",
-            (payload,),
-        ).fetchall()
         join = " AND ".join(f"t.{quote(k)} = c.{quote(k)}" for k in table.primary_key)
         rows = self._pg.execute(
             f"SELECT {select_list(table)} FROM (SELECT t.* FROM {quote(table.name)} t JOIN "
             f"(SELECT {typed} FROM jsonb_array_elements(%s::jsonb) AS k) AS c ON {join}) AS t",
-            (payload,),
+            (json.dumps(keys),),
         ).fetchall()
         positions = [table.columns.index(c) for c in key_columns]
         present: dict[Key, tuple[SqliteOut, ...]] = {}
         for row in rows:
             values = tuple(_convert(v, c, table) for v, c in zip(row, table.columns, strict=True))
             present[tuple(values[p] for p in positions)] = values
-        gone = [
-            k
-            for k in (
-                tuple(_convert(v, c, table) for v, c in zip(r, key_columns, strict=True))
-                for r in changed
-            )
-            if k not in present
-        ]
+        gone = [k for k in self._typed_keys(table, keys) if k not in present]
         for key in gone:
             where = " AND ".join(f"{_ident(k)} IS ?" for k in table.primary_key)
             self._sqlite.execute(f"DELETE FROM {quote_ident(table.source)} WHERE {where}", key)
@@ -300,6 +286,37 @@ class ReverseApplier:
                 )
             self._sqlite.executemany(sql, list(present.values()))
         return len(present), len(gone)
+
+    def changed_keys(self) -> dict[str, list[Key]]:
+        """Every key written in PostgreSQL since reverse capture started, as SQLite values."""
+        found: dict[str, list[Key]] = {}
+        try:
+            for table in self.tables.values():
+                keys = self._pg.execute(
+                    f"SELECT DISTINCT key FROM {quote(PG_CHANGELOG)} WHERE tbl = %s", (table.name,)
+                ).fetchall()
+                if keys:
+                    found[table.name] = self._typed_keys(table, [k for (k,) in keys])
+        finally:
+            self._pg.rollback()
+        return found
+
+    def _typed_keys(self, table: PgTable, keys: list[object]) -> list[Key]:
+        """jsonb key arrays → the SQLite values of those keys (as this applier writes them)."""
+        key_columns = [_column(table, k) for k in table.primary_key]
+        key_table = PgTable(table.name, table.source, tuple(key_columns), table.primary_key, "")
+        typed = ", ".join(
+            f"(k->>{i})::{c.pg_type} AS {quote(c.name)}" for i, c in enumerate(key_columns)
+        )
+        rows = self._pg.execute(
+            f"SELECT {select_list(key_table)} FROM "
+            f"(SELECT {typed} FROM jsonb_array_elements(%s::jsonb) AS k) AS changed",
+            (json.dumps(keys),),
+        ).fetchall()
+        return [
+            tuple(_convert(v, c, table) for v, c in zip(row, key_columns, strict=True))
+            for row in rows
+        ]
 
     def catch_up(self, *, deadline: float | None = None) -> int:
         total = 0
