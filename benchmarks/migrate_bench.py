@@ -124,15 +124,15 @@ def check_database(conn: psycopg.Connection[tuple[object, ...]], db: Path) -> Fi
                 name, pg_type = quote(column), types[column]
                 sq_parts.append(f"count({name})")
                 pg_parts.append(f"count({name})")
-                what.append(f"{column}: non-NULL count")
+                what.append(f"{column} ({pg_type}): non-NULL count")
                 if pg_type in NUMERIC_TYPES:
                     sq_parts.append(f"total({name})")
                     pg_parts.append(f"coalesce(sum({name}::float8), 0)")
-                    what.append(f"{column}: sum")
+                    what.append(f"{column} ({pg_type}): sum")
                 elif pg_type in TEXT_TYPES:
                     sq_parts.append(f"total(length({name}))")
                     pg_parts.append(f"coalesce(sum(length({name})), 0)")
-                    what.append(f"{column}: total text length")
+                    what.append(f"{column} ({pg_type}): total text length")
             sq = source.execute(f"SELECT {', '.join(sq_parts)} FROM {quote(table)}").fetchone()
             pg = conn.execute(f"SELECT {', '.join(pg_parts)} FROM {quote(table)}").fetchone()
             assert pg is not None
@@ -239,7 +239,12 @@ def run_pgloader(
             notes[-1] += f" — {line}"
         elif match := _PGLOADER_LINE.match(line):
             notes.append(f"{match.group(1)} {match.group(2)}")
-    notes = list(dict.fromkeys(notes))
+    # pgloader names indexes idx_<oid>_<name>: the same failure in every round reads the same.
+    notes = list(dict.fromkeys(re.sub(r"\bidx_\d+_", "idx_<oid>_", n) for n in notes))
+    if done.returncode == 0 and notes:
+        notes.append("(pgloader exited with code 0 all the same)")
+    elif done.returncode != 0:
+        notes.append(f"(pgloader exited with code {done.returncode})")
     with server.connect(database) as conn:
         return Run(seconds, check_database(conn, db), notes), done.returncode, log
 
@@ -306,6 +311,7 @@ class Report:
     runs: dict[str, list[Run]]
     as_briefed: tuple[Run, int] | None  # pgloader without the workaround: run, exit code
     generate_seconds: float
+    load: tuple[tuple[float, ...], tuple[float, ...]]  # load average before and after
 
     def median(self, key: str) -> Run:
         runs = sorted(self.runs[key], key=lambda r: r.seconds)
@@ -327,6 +333,7 @@ def fresh_database(server: PostgresServer, name: str) -> Iterator[str]:
 
 def run(settings: Settings, *, command: str) -> Report:
     started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="migrate-bench-") as tmp, start_postgres() as server:
         workdir = Path(tmp)
         db = workdir / "app.db"
@@ -377,6 +384,7 @@ def run(settings: Settings, *, command: str) -> Report:
         runs=runs,
         as_briefed=(plain, code),
         generate_seconds=generate_seconds,
+        load=(load_before, os.getloadavg()),
     )
 
 
@@ -441,7 +449,10 @@ def render(report: Report) -> str:
         f"Measured {report.started:%Y-%m-%d %H:%M} UTC with `{report.command}`.",
         "",
         f"- Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, kernel {m['kernel']}, "
-        f"Python {m['python']} (shared, noisy machine).",
+        f"Python {m['python']}; load average before the run "
+        f"{' / '.join(f'{x:.2f}' for x in report.load[0])}, after "
+        f"{' / '.join(f'{x:.2f}' for x in report.load[1])} (shared, noisy machine: other "
+        "work may run during a round, hence the spread column).",
         f"- Code measured: {m['code']}. Peers: {m['pgloader']}; {m['postgres']} (a throwaway "
         "server from `changeover.services.start_postgres`: fsync off, shared_buffers 32MB), "
         "on 127.0.0.1 over TCP for every contender.",
@@ -524,7 +535,7 @@ def render(report: Report) -> str:
         notes: list[str] = []
         for r in report.runs[key]:
             notes += [n for n in r.notes if n not in notes]
-        lines.append(f"- {label}, all rounds: " + ("none" if not notes else ""))
+        lines.append(f"- {label}, all rounds:" + (" none" if not notes else ""))
         lines += [f"  - `{_md_code(n)}`" for n in notes[:5]]
     lines += [END]
     return "\n".join(lines) + "\n"
