@@ -148,17 +148,18 @@ def check_database(conn: psycopg.Connection[tuple[object, ...]], db: Path) -> Fi
                 "WHERE i.indrelid = %s::regclass AND i.indisprimary",
                 (quote(table),),
             ).fetchone()
-            key_columns = list(key[0]) if key and key[0] else []
+            found = key[0] if key else None
+            key_columns = [str(k) for k in found] if isinstance(found, list) else []
             if not key_columns:
                 result.no_primary_key.append(table)
-            for name, pg_type, default, identity in columns:
+            for column_name, column_type, default, identity in columns:
                 if (
-                    key_columns == [name]
-                    and pg_type in ("integer", "bigint")
+                    key_columns == [column_name]
+                    and column_type in ("integer", "bigint")
                     and default is None
                     and identity != "YES"
                 ):
-                    result.keys_without_sequence.append(f"{table}.{name}")
+                    result.keys_without_sequence.append(f"{table}.{column_name}")
     finally:
         source.close()
     counts = conn.execute(
