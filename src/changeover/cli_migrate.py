@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 if TYPE_CHECKING:
+    from changeover.migrate.handoff import WriteSwitch
     from changeover.migrate.schema import PgPlan
 
 from changeover.cli_common import CONTEXT, _print_json, err, json_option, out, plan_option
@@ -155,6 +157,309 @@ def migrate_copy(
         for statement, reason in summary.failed_statements:
             err.print(f"not created: {statement}: {reason}", markup=False)
     sys.exit(1 if summary.rejected or summary.failed_statements else 0)
+
+
+def endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--source, --target, --plan, --cast, --schema: where the migration reads and writes."""
+    for option in reversed(
+        [
+            click.option("--source", help="SQLite file (sqlite:///path/app.db); default: plan's."),
+            click.option(
+                "--target", help="PostgreSQL URL as a reference ('${PG_URL}'); default: plan's."
+            ),
+            plan_option,
+            click.option(
+                "--cast", "casts", multiple=True, metavar="TABLE.COLUMN=RULE", help="Cast rule."
+            ),
+            click.option("--schema", "schema_name", default="public", show_default=True),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+@migrate.command("sync")
+@endpoint_options
+@click.option("--once", is_flag=True, help="Apply until caught up, then exit.")
+@click.option(
+    "--metrics",
+    metavar="HOST:PORT",
+    help="Serve lag as Prometheus gauges here (loopback recommended), e.g. 127.0.0.1:9187.",
+)
+@json_option
+def migrate_sync(
+    source: str | None,
+    target: str | None,
+    plan: Path,
+    casts: tuple[str, ...],
+    schema_name: str,
+    once: bool,
+    metrics: str | None,
+    json_: bool,
+) -> None:
+    """Apply captured changes continuously: SQLite → PostgreSQL, and back after the handoff.
+
+    Needs 'migrate copy --capture' first. Runs until Ctrl-C / SIGTERM; the lag (rows, seconds)
+    is printed every few seconds and, with --metrics, served for Prometheus.
+
+    Example: changeover migrate sync --metrics 127.0.0.1:9187
+    """
+    import signal
+    import threading
+
+    from changeover.migrate.follow import SyncStatus, follow
+
+    path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
+    gauges = _sync_metrics(metrics) if metrics else None
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    last: list[SyncStatus] = []
+
+    def report(status: SyncStatus) -> None:
+        last[:] = [status]
+        if gauges is not None:
+            gauges(status)
+        if not json_ and not once:
+            lag = status.lag
+            err.print(
+                f"sync {status.direction}: lag {lag.rows:,} rows, {lag.seconds * 1000:.0f} ms; "
+                f"applied {status.applied:,}",
+                markup=False,
+            )
+
+    try:
+        applied = follow(
+            path,
+            resolved,
+            pg_plan,
+            stop,
+            schema=schema_name,
+            report=report,
+            once=once,
+            report_every=0.0 if once else 5.0,
+        )
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    status = last[0] if last else None
+    summary = {
+        "applied": applied,
+        "direction": status.direction if status else None,
+        "lag": status.lag.to_json() if status else None,
+    }
+    if json_:
+        _print_json(summary)
+    else:
+        out.print(f"applied {applied:,} changes", markup=False)
+
+
+def _sync_metrics(where: str) -> Callable[[object], None]:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+    from changeover.errors import UsageError
+    from changeover.migrate.follow import SyncStatus
+
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--metrics needs HOST:PORT, e.g. 127.0.0.1:9187, not {where!r}")
+    registry = CollectorRegistry()
+    rows = Gauge(
+        "changeover_sync_lag_rows",
+        "Changes captured, not applied",
+        ["direction"],
+        registry=registry,
+    )
+    seconds = Gauge(
+        "changeover_sync_lag_seconds",
+        "Age of the oldest change not applied",
+        ["direction"],
+        registry=registry,
+    )
+    applied = Counter(
+        "changeover_sync_applied", "Changes applied", ["direction"], registry=registry
+    )
+    try:
+        start_http_server(int(port), addr=host, registry=registry)
+    except OSError as exc:
+        raise UsageError(f"--metrics {where}: cannot listen there: {exc}") from exc
+    seen = {"n": 0}
+
+    def update(status: object) -> None:
+        assert isinstance(status, SyncStatus)
+        rows.labels(status.direction).set(status.lag.rows)
+        seconds.labels(status.direction).set(status.lag.seconds)
+        applied.labels(status.direction).inc(max(0, status.applied - seen["n"]))
+        seen["n"] = status.applied
+
+    return update
+
+
+@migrate.command("unsync")
+@endpoint_options
+@click.option("--force", is_flag=True, help="Remove capture even with changes not yet applied.")
+@json_option
+def migrate_unsync(
+    source: str | None,
+    target: str | None,
+    plan: Path,
+    casts: tuple[str, ...],
+    schema_name: str,
+    force: bool,
+    json_: bool,
+) -> None:
+    """Remove everything changeover added to the SQLite file (triggers, changelog, WAL switch).
+
+    Refuses while captured changes are not applied yet, unless --force.
+
+    Example: changeover migrate unsync
+    """
+    from changeover.errors import UsageError
+    from changeover.migrate.apply import pending_forward
+    from changeover.migrate.capture import remove_capture
+
+    path, resolved, _ = resolve_endpoints(source, target, plan, casts)
+    if not force:
+        lag = pending_forward(path, resolved, schema_name)
+        if lag is not None and lag.rows:
+            raise UsageError(
+                f"{lag.rows:,} captured changes are not in PostgreSQL yet; run "
+                "'changeover migrate sync --once' first, or pass --force to drop them"
+            )
+    removed = remove_capture(path)
+    if json_:
+        _print_json({"removed": removed})
+    else:
+        out.print("\n".join(f"removed {r}" for r in removed) or "nothing to remove", markup=False)
+
+
+@migrate.command("handoff")
+@endpoint_options
+@click.option("--back", is_flag=True, help="Hand writes back from new to legacy.")
+@click.option(
+    "--proxy", "proxy_admin", help="Built-in proxy admin API URL; default: plan's router."
+)
+@click.option("--proxy-token", help="Its admin token as a reference ('${PROXY_TOKEN}').")
+@click.option(
+    "--no-proxy",
+    is_flag=True,
+    help="No write hold: you have stopped writes yourself (HAProxy/nginx with a read-only hook).",
+)
+@click.option("--wait-writes", type=float, default=5.0, show_default=True, help="Seconds.")
+@click.option("--drain-timeout", type=float, default=5.0, show_default=True, help="Seconds.")
+@click.option(
+    "--readonly-hook",
+    help="Command that puts the legacy app in read-only mode after the flip (no shell).",
+)
+@json_option
+def migrate_handoff(
+    source: str | None,
+    target: str | None,
+    plan: Path,
+    casts: tuple[str, ...],
+    schema_name: str,
+    back: bool,
+    proxy_admin: str | None,
+    proxy_token: str | None,
+    no_proxy: bool,
+    wait_writes: float,
+    drain_timeout: float,
+    readonly_hook: str | None,
+    json_: bool,
+) -> None:
+    """Switch the write owner without losing a write: hold, drain, verify, flip, release.
+
+    Run it again after any interruption: it finishes the handoff it started.
+
+    Example: changeover migrate handoff --proxy http://127.0.0.1:9901 --proxy-token '${TOKEN}'
+    """
+    import shlex
+
+    from changeover.migrate.handoff import run_handoff
+
+    path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
+    switch = _write_switch(plan, proxy_admin, proxy_token, no_proxy)
+
+    def step(name: str, seconds: float) -> None:
+        if not json_:
+            err.print(f"  {name}: {seconds * 1000:.0f} ms", markup=False)
+
+    result = run_handoff(
+        path,
+        resolved,
+        pg_plan,
+        switch,
+        to="legacy" if back else "new",
+        schema=schema_name,
+        wait_writes=wait_writes,
+        drain_timeout=drain_timeout,
+        readonly_hook=shlex.split(readonly_hook) if readonly_hook else None,
+        on_step=step,
+    )
+    if json_:
+        _print_json(result.to_json())
+    else:
+        out.print(
+            f"writes now go to {result.owner}; writes waited {result.pause_seconds * 1000:.0f} ms; "
+            f"{result.drained:,} changes drained, {result.verified_keys:,} keys verified",
+            markup=False,
+        )
+        for warning in result.warnings:
+            err.print(f"warning: {warning}", markup=False)
+
+
+def _write_switch(plan: Path, admin: str | None, token: str | None, no_proxy: bool) -> WriteSwitch:
+    from changeover.errors import UsageError
+    from changeover.migrate.handoff import NoSwitch
+    from changeover.secrets import resolve
+    from changeover.traffic.builtin import BuiltinRouter
+
+    if no_proxy:
+        return NoSwitch()
+    if admin is not None:
+        return BuiltinRouter(admin, resolve(token, what="--proxy-token") if token else None)
+    from changeover.engine.runbook import Runbook
+    from changeover.traffic.route import open_plan_router
+
+    try:
+        _, router = open_plan_router(Runbook.open(plan))
+    except UsageError as exc:
+        raise UsageError(
+            f"{exc}; give --proxy URL (the built-in proxy's admin API) or --no-proxy"
+        ) from exc
+    if not isinstance(router, BuiltinRouter):
+        raise UsageError(
+            "the handoff needs the built-in proxy's write hold; with HAProxy or nginx, stop "
+            "writes with the legacy app's read-only hook and run with --no-proxy"
+        )
+    return router
+
+
+@migrate.command("status")
+@endpoint_options
+@json_option
+def migrate_status(
+    source: str | None,
+    target: str | None,
+    plan: Path,
+    casts: tuple[str, ...],
+    schema_name: str,
+    json_: bool,
+) -> None:
+    """Where the migration stands: copy, write owner, sync positions and lag, last verify.
+
+    Example: changeover migrate status --json
+    """
+    from changeover.migrate.status import migration_status, render_status
+
+    path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
+    status = migration_status(path, resolved, pg_plan, schema=schema_name)
+    if json_:
+        _print_json(status)
+    else:
+        out.print(render_status(status), markup=False)
 
 
 def resolve_endpoints(

@@ -414,6 +414,24 @@ def read_lag(
     return Lag(position=position, head=head, rows=rows, seconds=seconds)
 
 
+def pending_forward(sqlite_path: str | Path, pg_url: str, schema: str) -> Lag | None:
+    """The forward lag now, or None when there is no changelog in the SQLite file."""
+    from changeover.migrate.capture import read_state
+
+    source = connect_readonly(sqlite_path)
+    try:
+        if not read_state(source).head:
+            return None
+        with _connect(pg_url, autocommit=False) as pg:
+            if read_position(pg, schema) is None:
+                pg.rollback()
+                head = changelog_head(source)
+                return Lag(position=0, head=head, rows=head, seconds=0.0)
+            return read_lag(source, pg, schema)
+    finally:
+        source.close()
+
+
 def _columns(table: PgTable) -> list[str]:
     """The SQLite names of the planned columns, in order (``rowid`` for the added key)."""
     return ["rowid" if c.name == ROWID_COLUMN else c.name for c in table.columns]

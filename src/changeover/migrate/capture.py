@@ -160,8 +160,15 @@ def remove_capture(path: str | Path) -> list[str]:
                 removed.append(f"table {table}")
         conn.execute("COMMIT")
         if previous and previous.lower() != "wal":
-            conn.execute(f"PRAGMA journal_mode={previous}")
-            removed.append(f"journal mode WAL (back to {previous})")
+            try:
+                conn.execute(f"PRAGMA journal_mode={previous}")
+                removed.append(f"journal mode WAL (back to {previous})")
+            except sqlite3.OperationalError:
+                # Switching needs the file to itself; WAL is harmless for the app.
+                removed.append(
+                    f"nothing else: journal mode stays WAL (was {previous}) while the database "
+                    "is open elsewhere; run unsync again with the app stopped to switch back"
+                )
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
