@@ -90,6 +90,11 @@ def _cast_options(casts: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="Install change capture in the SQLite file before the snapshot (needed by migrate sync).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Copy into a scratch schema, verify every row, time it, drop it; changes nothing.",
+)
 @json_option
 def migrate_copy(
     source: str | None,
@@ -100,6 +105,7 @@ def migrate_copy(
     on_error: str,
     jobs: int,
     capture: bool,
+    dry_run: bool,
     json_: bool,
 ) -> None:
     """Create the schema in PostgreSQL and bulk-load every table with COPY, then keys and indexes.
@@ -108,11 +114,17 @@ def migrate_copy(
 
     Example: changeover migrate copy --on-error quarantine
     """
+    from changeover.errors import UsageError
     from changeover.migrate.copy import copy_database, count_rows
 
     path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
 
     meter = None if json_ else CopyMeter(count_rows(path, pg_plan))
+    if dry_run:
+        if capture:
+            raise UsageError("--dry-run changes nothing, so it cannot install --capture")
+        _dry_run(path, resolved, pg_plan, on_error, jobs, meter, json_)
+        return
     summary = copy_database(
         path,
         resolved,
@@ -157,6 +169,41 @@ def migrate_copy(
         for statement, reason in summary.failed_statements:
             err.print(f"not created: {statement}: {reason}", markup=False)
     sys.exit(1 if summary.rejected or summary.failed_statements else 0)
+
+
+def _dry_run(
+    path: Path,
+    resolved: str,
+    pg_plan: PgPlan,
+    on_error: str,
+    jobs: int,
+    meter: CopyMeter | None,
+    json_: bool,
+) -> None:
+    from changeover.migrate.dryrun import dry_run
+    from changeover.migrate.verify import render
+
+    result = dry_run(
+        path,
+        resolved,
+        pg_plan,
+        on_error=on_error,  # type: ignore[arg-type]
+        jobs=jobs,
+        progress=meter.update if meter else None,
+    )
+    if json_:
+        _print_json(result.to_json())
+    else:
+        out.print(
+            f"dry run: copied {result.copy.copied:,} rows ({result.copy.rejected:,} rejected) in "
+            f"{result.copy_seconds:.1f}s, verified in {result.verify_seconds:.1f}s; "
+            f"scratch schema {result.schema} dropped",
+            markup=False,
+        )
+        out.print(render(result.verify), markup=False, highlight=False, soft_wrap=True)
+        for statement, reason in result.copy.failed_statements:
+            err.print(f"would not be created: {statement}: {reason}", markup=False)
+    sys.exit(0 if result.ok else 1)
 
 
 def endpoint_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -88,3 +88,26 @@ def test_handoff_without_a_proxy_or_a_router_says_what_to_give(
     code, _, err = run(capsys, "migrate", "handoff", *where)
     assert code == 2
     assert "--proxy" in err and "--no-proxy" in err
+
+
+def test_copy_dry_run_verifies_in_a_scratch_schema_and_leaves_nothing(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = make_app_db(tmp_path / "app.db", rows=50)
+    before = db.read_bytes()
+    monkeypatch.setenv("TARGET_URL", pg_url)
+    where = ("--source", str(db), "--target", "${TARGET_URL}")
+    code, out, err = run(capsys, "migrate", "copy", *where, "--dry-run", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ok"] and result["copied"] == 350 and result["verify"]["equal"]
+    with psycopg.connect(pg_url) as pg:
+        assert pg.execute(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE '\\_changeover%'"
+        ).fetchone() == (0,)
+        assert pg.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone() == (0,)
+    assert db.read_bytes() == before  # no capture, no WAL switch: the file is untouched
+    code, _, err = run(capsys, "migrate", "copy", *where, "--dry-run", "--capture")
+    assert code == 2 and "cannot install --capture" in err
