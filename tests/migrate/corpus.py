@@ -147,6 +147,12 @@ CREATE TABLE "Order" (
 
 TEN_MB = 10 * 1024 * 1024
 
+# The cast rules the weird corpus needs: integers that are epoch seconds / milliseconds.
+WEIRD_CASTS = {
+    "events.created_at": "timestamptz from epoch_s",
+    "events.updated_at": "timestamptz from epoch_ms",
+}
+
 
 def make_weird_db(path: str | Path) -> Path:
     """Every dynamic-typing case of issue 4, each in a table/column the tests name (ids below)."""

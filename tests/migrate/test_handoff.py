@@ -16,7 +16,7 @@ from changeover.migrate.reverse import ReverseApplier
 from changeover.migrate.schema import PgPlan, plan_schema
 from changeover.migrate.sqlite import introspect
 from changeover.migrate.verify import verify_database
-from migrate.corpus import make_app_db
+from migrate.corpus import WEIRD_CASTS, make_app_db, make_weird_db
 
 
 def synced(tmp_path: Path, pg_url: str) -> tuple[Path, PgPlan]:
@@ -94,3 +94,26 @@ def test_a_difference_found_in_the_pause_keeps_writes_with_legacy(
         run_handoff(db, pg_url, plan, NoSwitch())
     assert read_handoff(pg_url).owner == "legacy"
     assert read_state(sqlite3.connect(db)).installed  # capture still on: nothing changed
+
+
+def test_weird_corpus_goes_to_postgres_and_back_with_verify_equal(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """SQLite → PostgreSQL → (every row rewritten in PostgreSQL) → reverse sync → SQLite.
+
+    Every value goes both ways; what cannot go is named: quarantined rows (the audit's errors)
+    stay out of PostgreSQL and are reported as such, and epoch columns need their cast rules.
+    """
+    db = make_weird_db(tmp_path / "weird.db")
+    plan = plan_schema(introspect(db), WEIRD_CASTS)
+    summary = copy_database(db, pg_url, plan, on_error="quarantine", capture=True)
+    run_handoff(db, pg_url, plan, NoSwitch())
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for table in plan.tables:
+            first = next(c.name for c in table.columns if c.name not in table.primary_key)
+            conn.execute(f'UPDATE "{table.name}" SET "{first}" = "{first}"')
+    with ReverseApplier(db, pg_url, plan) as applier:
+        assert applier.catch_up() == summary.copied
+    report = verify_database(db, pg_url, plan)
+    assert report.equal, report.to_json()
+    assert report.quarantined == summary.rejected

@@ -23,12 +23,8 @@ from changeover.migrate.schema import ROWID_COLUMN, PgColumn, PgTable, plan_sche
 from changeover.migrate.sqlite import introspect
 from changeover.migrate.values import RawText, Unrepresentable, converter
 from changeover.migrate.values_back import SqliteOut, select_list, to_sqlite, to_sqlite_row
-from migrate.corpus import make_app_db, make_weird_db
+from migrate.corpus import WEIRD_CASTS, make_app_db, make_weird_db
 
-WEIRD_CASTS = {
-    "events.created_at": "timestamptz from epoch_s",
-    "events.updated_at": "timestamptz from epoch_ms",
-}
 # typeof() each PostgreSQL type may give in SQLite (the module docstring's table)
 ALLOWED_TYPEOF = {
     "bigint": {"integer"},
