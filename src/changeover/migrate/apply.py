@@ -420,7 +420,7 @@ def pending_forward(sqlite_path: str | Path, pg_url: str, schema: str) -> Lag | 
 
     source = connect_readonly(sqlite_path)
     try:
-        if not read_state(source).head:
+        if not read_state(source).key_width:  # no changelog table: capture was never installed
             return None
         with _connect(pg_url, autocommit=False) as pg:
             if read_position(pg, schema) is None:
