@@ -31,7 +31,7 @@ def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     kinds = [e["event"] for e in events]
-    assert kinds == ["starting", "services", "checks", "traffic", "done"]
+    assert kinds == ["starting", "services", "checks", "data", "traffic", "done"]
 
     services = events[1]
     assert {"postgres", "replica", "redis"} <= set(services)
@@ -39,7 +39,12 @@ def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path
     assert len(results) >= 30, "the whole pre-deployment stage ran"
     for step in DB_CHECKS:
         assert results[step]["status"] == "pass", results[step]
-    steps = events[3]["steps"]
+    data = events[3]
+    assert data["copied"] == data["legacy_rows"] > 0
+    assert data["legacy_writes_during_sync"] > 0
+    assert data["verify_equal"] and data["final_verify_equal"]
+    assert data["written_back"] == 1
+    steps = events[4]["steps"]
     assert [s["weight_new"] for s in steps] == [10, 50, 100]
     for step in steps:
         assert step["router_reads_back"] == step["weight_new"]
@@ -50,7 +55,7 @@ def test_demo_runs_pre_deployment_checks_against_embedded_servers(tmp_path: Path
     redis = {p["probe"]: p["status"] for p in results["redis-deployed"]["probes"]}
     assert redis["redis.cluster"] == redis["redis.maxmemory-policy"] == "pass", redis
     assert redis["redis.ping"] in ("pass", "fail"), redis  # reached, with a measured verdict
-    done = events[4]
+    done = events[5]
     assert done["journal_ok"] is True
     assert done["journal_events"] == len(results) + 1  # + plan.loaded
     assert (tmp_path / "changeover.yaml").is_file()

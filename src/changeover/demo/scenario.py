@@ -3,8 +3,9 @@
 Starts PostgreSQL (+ a streaming replica) and Redis in a temporary directory, writes the default
 plan next to a fresh journal, points the plan's ``${PG_URL}``/``${REDIS_URL}`` references at the
 embedded servers and runs the pre-deployment stage's checks, printing the table (or JSON lines).
-Then the built-in proxy shifts two stand-in apps 10 → 50 → 100 % with counted requests. Later
-capabilities grow this into the whole cutover.
+Then a seeded legacy SQLite database moves into PostgreSQL live (copy with capture, sync under
+writes, verify, handoff, reverse sync), and the built-in proxy shifts two stand-in apps
+10 → 50 → 100 % with counted requests. Later capabilities grow this into the whole cutover.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
+from changeover.demo.data import move_data
 from changeover.demo.prepare import prepare_demo_servers
 from changeover.demo.traffic import shift_traffic
 from changeover.engine.check import StepOutcome
@@ -29,7 +31,7 @@ from changeover.plan.default import write_default_plan
 from changeover.secrets import REDACTOR
 from changeover.services import Services, start_demo_services
 from changeover.services.binaries import find_postgres_bin_dir, find_redis_server
-from changeover.ui import check_table, live_progress, traffic_table
+from changeover.ui import check_table, data_table, live_progress, traffic_table
 
 DEMO_STAGE = "pre-deployment"
 
@@ -69,12 +71,17 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
                 outcomes = runbook.check(stage_ids=[DEMO_STAGE], progress=progress)
             verified = runbook.journal.verify()
 
-        rows = asyncio.run(shift_traffic(workdir))
-        summary = _summary(outcomes)
         if emit:
             emit(
                 {"event": "checks", "stage": DEMO_STAGE, "results": [o.to_json() for o in outcomes]}
             )
+        else:
+            console.print("moving the legacy SQLite data into PostgreSQL, live …")
+        data = move_data(workdir, services.postgres.url)
+        rows = asyncio.run(shift_traffic(workdir))
+        summary = _summary(outcomes)
+        if emit:
+            emit({"event": "data", **data})
             emit({"event": "traffic", "steps": rows})
             emit(
                 {
@@ -99,6 +106,7 @@ def run_demo(console: Console, *, json_output: bool = False, workdir: Path | Non
                 if keep
                 else ("plan and journal were temporary (keep them with --workdir DIR)")
             )
+            console.print(data_table(data))
             console.print(traffic_table(rows))
             console.print(
                 f"journal: {verified.count} events, chain ok={verified.ok}; {where}"
