@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from changeover.migrate.apply import ForwardApplier, Lag
+from changeover.migrate.copy import MigrationError
 from changeover.migrate.handoff import Owner, read_handoff
 from changeover.migrate.reverse import ReverseApplier
 from changeover.migrate.schema import PgPlan
@@ -52,7 +53,16 @@ def follow(
         with applier:
             checked = reported = time.monotonic()
             while not stop.is_set():
-                done = applier.apply_batch().entries
+                try:
+                    done = applier.apply_batch().entries
+                except MigrationError:
+                    # A handoff swaps capture while it holds writes (the reverse changelog is
+                    # dropped on the way back): expected then, so wait and follow the new owner.
+                    state = read_handoff(pg_url, schema)
+                    if state.owner == owner and state.phase != "holding":
+                        raise
+                    stop.wait(0.05)
+                    break
                 applied += done
                 now = time.monotonic()
                 if report is not None and (now - reported >= report_every or (once and not done)):
