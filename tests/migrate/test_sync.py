@@ -249,3 +249,30 @@ def test_removing_only_the_triggers_stops_capture_but_keeps_positions(tmp_path: 
     conn = sqlite3.connect(db)
     assert conn.execute(f"SELECT count(*) FROM {CHANGELOG}").fetchone() == (1,)
     conn.close()
+
+
+def test_incremental_verify_checks_only_changed_keys_and_finds_a_difference(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from changeover.migrate.incremental import verify_changed
+
+    db, plan = copied(tmp_path, pg_url)
+    assert verify_changed(db, pg_url, plan) == (0, None)
+    write(
+        db,
+        "UPDATE users SET name = 'a' WHERE id = 1",
+        "UPDATE orders SET status = 'x' WHERE id = 2",
+    )
+    with ForwardApplier(db, pg_url, plan) as applier:
+        applier.catch_up()
+    count, report = verify_changed(db, pg_url, plan)
+    assert count == 2 and report is not None and report.equal
+    assert verify_changed(db, pg_url, plan) == (0, None)  # verified moved forward
+    write(db, "UPDATE users SET name = 'b' WHERE id = 3")
+    with ForwardApplier(db, pg_url, plan) as applier:
+        applier.catch_up()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET name = 'drifted' WHERE id = 3")
+    count, report = verify_changed(db, pg_url, plan)
+    assert count == 1 and report is not None and not report.equal
+    assert report.table("users").different == 1

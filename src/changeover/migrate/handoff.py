@@ -26,12 +26,12 @@ import psycopg
 
 from changeover.migrate.apply import ForwardApplier, start_position
 from changeover.migrate.capture import (
-    changed_keys,
     changelog_head,
     install_capture,
     remove_triggers,
 )
 from changeover.migrate.copy import MigrationError
+from changeover.migrate.incremental import verify_changed
 from changeover.migrate.reverse import (
     ReverseApplier,
     install_reverse_capture,
@@ -40,7 +40,6 @@ from changeover.migrate.reverse import (
 )
 from changeover.migrate.schema import PgPlan, quote
 from changeover.migrate.sqlite import connect_readonly
-from changeover.migrate.values import RawText
 from changeover.migrate.verify import verify_database
 from changeover.secrets import REDACTOR
 
@@ -351,37 +350,13 @@ def _verify_changed(
     *,
     inside: bool,
 ) -> int:
-    """Verify the keys changed since the last verified position; advance it when equal."""
-    from changeover.migrate.apply import SYNC_TABLE
-
-    with _connect(pg_url) as conn:
-        row = conn.execute(
-            f"SELECT verified, position FROM {quote(schema)}.{quote(SYNC_TABLE)} "
-            "WHERE direction = 'forward'"
-        ).fetchone()
-    if row is None:
-        raise MigrationError("sync has not started: run 'changeover migrate copy --capture' first")
-    verified, position = int(row[0]), int(row[1])  # type: ignore[call-overload]
-    source = connect_readonly(sqlite_path)
-    source.text_factory = RawText
-    try:
-        keys = changed_keys(source, plan, verified, position)
-    finally:
-        source.close()
-    count = sum(len(k) for k in keys.values())
-    if keys:
-        report = verify_database(sqlite_path, pg_url, plan, schema=schema, keys=keys, jobs=1)
-        if not report.equal:
-            where = "inside the pause" if inside else "before the pause"
-            raise MigrationError(
-                f"verify of {count} changed keys {where} found differences; the handoff stopped "
-                "and writes stay with legacy. Run 'changeover migrate verify' for the rows"
-            )
-    with _connect(pg_url) as conn:
-        conn.execute(
-            f"UPDATE {quote(schema)}.{quote(SYNC_TABLE)} SET verified = GREATEST(verified, %s) "
-            "WHERE direction = 'forward'",
-            (position,),
+    """Verify the keys changed since the last verified position; stop the handoff on a diff."""
+    count, report = verify_changed(sqlite_path, pg_url, plan, schema=schema)
+    if report is not None and not report.equal:
+        where = "inside the pause" if inside else "before the pause"
+        raise MigrationError(
+            f"verify of {count} changed keys {where} found differences; the handoff stopped "
+            "and writes stay with legacy. Run 'changeover migrate verify' for the rows"
         )
     return count
 
