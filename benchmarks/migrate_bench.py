@@ -1,13 +1,20 @@
-"""Data migration benchmark 1 of issue 4: our bulk copy against pgloader and ``psql \\copy``.
+"""Data migration benchmarks 1, 3 and 4 of issue 4: copy, sync lag, handoff write pause.
+
+Benchmark 1 (``--only copy``): our bulk copy against pgloader and ``psql \\copy``.
 
 One SQLite file (the app corpus of ``tests/migrate/corpus.py``) into one throwaway PostgreSQL, in
 one run: ``copy_database(jobs=2)``, pgloader (Debian package) and the ceiling, ``psql \\copy`` of
 the same rows pre-exported to COPY text files. Each contender gets a fresh database per round;
 afterwards every table is compared with SQLite (rows, non-NULL counts, sums, text lengths).
 ``--write`` replaces the "Data migration" section of BENCHMARKS.md with the measured tables.
+Benchmark 3 (``--only sync``): lag p50/p95/p99 of ``migrate sync`` at 1,000 legacy writes/s and
+the capture triggers' cost on the legacy write rate. Benchmark 4 (``--only handoff``): the write
+pause of handoffs there and back at 200 writes/s through the built-in proxy, and lost or
+duplicated writes. Each writes its own block after the copy section.
 
     python benchmarks/migrate_bench.py --write     # 1.05M rows, 3 rounds, a few minutes
     python benchmarks/migrate_bench.py --smoke     # seconds; what CI runs (numbers meaningless)
+    python benchmarks/migrate_bench.py --only sync,handoff --write   # benchmarks 3 and 4 only
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import platform
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +36,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -559,6 +568,491 @@ def write_section(path: Path, section: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+# --- benchmark 3: sync lag and trigger overhead ------------------------------------------------
+
+SYNC_BEGIN = "<!-- migrate-bench:sync:begin (written by benchmarks/migrate_bench.py --write) -->"
+SYNC_END = "<!-- migrate-bench:sync:end -->"
+HANDOFF_BEGIN = (
+    "<!-- migrate-bench:handoff:begin (written by benchmarks/migrate_bench.py --write) -->"
+)
+HANDOFF_END = "<!-- migrate-bench:handoff:end -->"
+GOAL_LAG_P95, GOAL_LAG_P99 = 0.100, 0.050  # seconds (p99 ≤ 50 ms is the ambition)
+GOAL_TRIGGER_OVERHEAD = 0.20
+GOAL_PAUSE = 0.250  # seconds
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    scale: int = 20_000  # make_app_db rows of the legacy database
+    rate: float = 1000.0  # legacy writes/s while the lag is measured
+    seconds: float = 20.0
+    overhead_seconds: float = 2.0  # per closed-loop round
+    overhead_rounds: int = 3
+
+
+@dataclass(frozen=True)
+class HandoffSettings:
+    scale: int = 20_000
+    rate: float = 200.0  # writes/s through the proxy
+    handoffs: int = 6  # there and back counts as two
+    between: float = 1.5  # seconds of writes between handoffs
+
+
+SYNC_SMOKE = SyncSettings(scale=500, seconds=3.0, overhead_seconds=0.5, overhead_rounds=1)
+HANDOFF_SMOKE = HandoffSettings(scale=500, handoffs=2, between=1.0)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _legacy_connection(db: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+def _legacy_write(conn: sqlite3.Connection, sku: str) -> None:
+    """What the legacy app does per order (as ``tests/support/write_apps.py``)."""
+    conn.execute("BEGIN IMMEDIATE")
+    cursor = conn.execute(
+        "INSERT INTO orders (user_id, status, total, placed_at) "
+        "VALUES (1, 'new', 0, '2026-11-26 12:00:00')"
+    )
+    conn.execute("INSERT INTO order_items VALUES (?, 1, ?, 1, 9.99)", (cursor.lastrowid, sku))
+    conn.execute("COMMIT")
+
+
+def max_write_rate(db: Path, seconds: float, synchronous: str, tag: str) -> float:
+    """Closed loop, one connection: legacy orders per second for ``seconds``."""
+    with contextlib.closing(_legacy_connection(db, synchronous)) as conn:
+        done = 0
+        began = time.perf_counter()
+        while (elapsed := time.perf_counter() - began) < seconds:
+            _legacy_write(conn, f"{tag}-{done}")
+            done += 1
+    return done / elapsed
+
+
+@dataclass
+class SyncReport:
+    settings: SyncSettings
+    started: datetime.datetime
+    command: str
+    machine: dict[str, str]
+    sent: int
+    seen: int
+    achieved_rate: float
+    late_writes: int  # left more than 5 ms after their schedule
+    lags: list[float]  # seconds, one per marker write
+    overhead: dict[str, dict[str, list[float]]]  # synchronous → plain|capture → rates
+    load: tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def _poll_markers(
+    url: str, prefix: str, expect: Callable[[], int], stop: Callable[[], bool]
+) -> dict[str, float]:
+    """Poll PostgreSQL every ~2 ms for new marker rows; the wall time each was first seen."""
+    seen: dict[str, float] = {}
+    last = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not (stop() and len(seen) >= expect()):
+            rows = conn.execute(
+                "SELECT order_id, sku FROM order_items WHERE order_id > %s ORDER BY order_id",
+                (last,),
+            ).fetchall()
+            now = time.time()
+            for order_id, sku in rows:
+                last = max(last, int(order_id))
+                if str(sku).startswith(prefix):
+                    seen.setdefault(str(sku), now)
+            time.sleep(0.002)
+    return seen
+
+
+def run_sync(settings: SyncSettings, *, command: str) -> SyncReport:
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="migrate-sync-") as tmp, start_postgres() as server:
+        from changeover.migrate.capture import install_capture
+
+        workdir = Path(tmp)
+        db = make_app_db(workdir / "app.db", rows=settings.scale)
+        plan = plan_schema(introspect(db))
+        host = machine(server)
+
+        # Trigger overhead: the same file twice, one with capture, one without; WAL on both.
+        overhead: dict[str, dict[str, list[float]]] = {}
+        plain, captured = workdir / "plain.db", workdir / "captured.db"
+        shutil.copy(db, plain)
+        shutil.copy(db, captured)
+        with contextlib.closing(sqlite3.connect(plain)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        install_capture(captured, plan)
+        for synchronous in ("NORMAL", "FULL"):
+            rates: dict[str, list[float]] = {"plain": [], "capture": []}
+            for round_ in range(settings.overhead_rounds):
+                order = [("plain", plain), ("capture", captured)]
+                for key, path in order if round_ % 2 == 0 else order[::-1]:
+                    rates[key].append(
+                        max_write_rate(path, settings.overhead_seconds, synchronous, f"r{round_}")
+                    )
+            overhead[synchronous] = rates
+            print(f"trigger overhead, synchronous={synchronous}: {rates}", flush=True)
+
+        # Lag: copy --capture, 'migrate sync' as its own process, paced legacy writes.
+        server.create_database("bench_sync")
+        url = server.url_for("bench_sync")
+        copy_database(db, url, plan, jobs=JOBS, capture=True)
+        env = {**os.environ, "BENCH_TARGET_URL": url}
+        sync = subprocess.Popen(
+            [sys.executable, "-m", "changeover", "migrate", "sync", "--source", str(db)]
+            + ["--target", "${BENCH_TARGET_URL}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        commits: dict[str, float] = {}
+        sent = 0
+        finished = False
+        try:
+            with contextlib.closing(_legacy_connection(db, "NORMAL")) as conn:
+                _legacy_write(conn, "warmup-0")  # sync is up once this arrives
+                deadline = time.monotonic() + 30
+                with psycopg.connect(url, autocommit=True) as pg:
+                    while not pg.execute(
+                        "SELECT 1 FROM order_items WHERE sku = 'warmup-0'"
+                    ).fetchone():
+                        if sync.poll() is not None or time.monotonic() > deadline:
+                            raise SystemExit(f"migrate sync did not start: {sync.stderr}")
+                        time.sleep(0.01)
+                with ThreadPoolExecutor(1) as pool:
+                    poller = pool.submit(
+                        _poll_markers, url, "lag-", lambda: len(commits), lambda: finished
+                    )
+                    late = 0
+                    began = time.monotonic()
+                    while True:
+                        due = began + sent / settings.rate
+                        if due - began >= settings.seconds:
+                            break
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            time.sleep(delay)
+                        elif delay < -0.005:
+                            late += 1
+                        sku = f"lag-{sent}"
+                        _legacy_write(conn, sku)
+                        commits[sku] = time.time()
+                        sent += 1
+                    elapsed = time.monotonic() - began
+                    finished = True
+                    seen = poller.result(timeout=60)
+        finally:
+            sync.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sync.communicate(timeout=15)
+            if sync.poll() is None:
+                sync.kill()
+                sync.communicate()
+        lags = [seen[sku] - at for sku, at in commits.items() if sku in seen]
+        print(
+            f"sync lag at {sent / elapsed:,.0f} writes/s: p50 {_percentile(lags, 0.5) * 1000:.1f} "
+            f"ms, p95 {_percentile(lags, 0.95) * 1000:.1f} ms, "
+            f"p99 {_percentile(lags, 0.99) * 1000:.1f} ms",
+            flush=True,
+        )
+    return SyncReport(
+        settings=settings,
+        started=started,
+        command=command,
+        machine=host,
+        sent=sent,
+        seen=len(lags),
+        achieved_rate=sent / elapsed,
+        late_writes=late,
+        lags=lags,
+        overhead=overhead,
+        load=(load_before, os.getloadavg()),
+    )
+
+
+def _loads(report_load: tuple[tuple[float, ...], tuple[float, ...]]) -> str:
+    before, after = report_load
+    return (
+        f"load average before {' / '.join(f'{x:.2f}' for x in before)}, after "
+        f"{' / '.join(f'{x:.2f}' for x in after)}"
+    )
+
+
+def render_sync(report: SyncReport) -> str:
+    s, m = report.settings, report.machine
+    p50, p95, p99 = (_percentile(report.lags, q) for q in (0.5, 0.95, 0.99))
+    lines = [
+        SYNC_BEGIN,
+        "### Sync lag at 1,000 legacy writes/s, and the capture triggers' cost (benchmark 3)",
+        "",
+        f"Measured {report.started:%Y-%m-%d %H:%M} UTC with `{report.command}`; machine: "
+        f"{m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {_loads(report.load)}; "
+        f"{m['code']}; {m['postgres']} (throwaway server, fsync off).",
+        "",
+        f"- Legacy database: `make_app_db(rows={s.scale:,})`, copied with `copy_database(..., "
+        "capture=True)`; then `changeover migrate sync` runs as its own process (the CLI, "
+        "default settings) while this script writes orders straight into the SQLite file on "
+        f"a fixed schedule: {s.rate:,.0f}/s for {s.seconds:g} s, one transaction per order "
+        "(an order row and its item row, as the test app does), WAL, `synchronous=NORMAL`.",
+        "- **Lag** = the wall time a marker row (its item's sku) is first seen in PostgreSQL "
+        "minus the wall time its SQLite COMMIT returned. PostgreSQL is polled every ~2 ms by "
+        "a thread of the writing process for rows past the last order id seen, so each lag "
+        "includes up to ~2 ms (plus the query) of polling delay: an upper bound.",
+        "",
+        "| writes sent | achieved writes/s | sent > 5 ms late | markers seen in PostgreSQL | "
+        "lag p50 | p95 | p99 | max |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {report.sent:,} | {report.achieved_rate:,.0f} | {report.late_writes:,} | "
+        f"{report.seen:,} | {p50 * 1000:.1f} ms | {p95 * 1000:.1f} ms | {p99 * 1000:.1f} ms | "
+        f"{max(report.lags, default=float('nan')) * 1000:.1f} ms |",
+        "",
+        f"Goal p95 ≤ {GOAL_LAG_P95 * 1000:.0f} ms: {p95 * 1000:.1f} ms — "
+        f"{_verdict(p95 <= GOAL_LAG_P95 and report.seen == report.sent)}.",
+        f"Ambition p99 ≤ {GOAL_LAG_P99 * 1000:.0f} ms: {p99 * 1000:.1f} ms — "
+        f"{_verdict(p99 <= GOAL_LAG_P99 and report.seen == report.sent)}.",
+        "",
+        "Trigger overhead: the same legacy write, closed loop on one connection, against two "
+        "copies of the same file (WAL both), one with the capture triggers installed (no "
+        f"applier running); {s.overhead_rounds} round(s) of {s.overhead_seconds:g} s each, "
+        "order alternated; medians.",
+        "",
+        "| synchronous | without capture (writes/s) | with capture (writes/s) | slower by |",
+        "|---|---:|---:|---:|",
+    ]
+    worst = 0.0
+    for synchronous, rates in report.overhead.items():
+        plain, capture = (_percentile(rates[k], 0.5) for k in ("plain", "capture"))
+        slower = 1 - capture / plain if plain else float("nan")
+        worst = max(worst, slower)
+        lines.append(f"| {synchronous} | {plain:,.0f} | {capture:,.0f} | {slower * 100:.1f}% |")
+    lines += [
+        "",
+        f"Goal trigger overhead ≤ {GOAL_TRIGGER_OVERHEAD * 100:.0f}% (worst of the two): "
+        f"{worst * 100:.1f}% — {_verdict(worst <= GOAL_TRIGGER_OVERHEAD)}.",
+        SYNC_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- benchmark 4: the handoff's write pause through the built-in proxy --------------------------
+
+
+@dataclass
+class HandoffReport:
+    settings: HandoffSettings
+    started: datetime.datetime
+    command: str
+    machine: dict[str, str]
+    results: list[Any]  # HandoffResult, in order: to new, back, to new, ...
+    client_max: list[float]  # the slowest write due during each pause, as the client saw it
+    writes: int
+    acknowledged: int
+    by_app: dict[str, int]  # acknowledged writes per app: both must have taken writes
+    lost: int
+    duplicated: int
+    moved: int
+    verify_equal: bool
+    load: tuple[tuple[float, ...], tuple[float, ...]]
+
+
+def run_handoff_bench(settings: HandoffSettings, *, command: str) -> HandoffReport:
+    import asyncio
+
+    from changeover.migrate.apply import ForwardApplier
+    from changeover.migrate.handoff import handoff
+    from changeover.migrate.verify import verify_database
+    from changeover.traffic.builtin import BuiltinRouter
+    from support.proxy_process import run_proxy, write_config
+    from support.write_apps import (
+        Writer,
+        audit_writes,
+        skus_in_postgres,
+        skus_in_sqlite,
+        start_app,
+    )
+
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="migrate-handoff-")))
+        server = stack.enter_context(start_postgres())
+        host = machine(server)
+        db = make_app_db(workdir / "app.db", rows=settings.scale)
+        plan = plan_schema(introspect(db))
+        server.create_database("bench_handoff")
+        url = server.url_for("bench_handoff")
+        copy_database(db, url, plan, jobs=JOBS, capture=True)
+        apps = {
+            "legacy": [stack.enter_context(start_app("legacy", db=db))],
+            "new": [stack.enter_context(start_app("new", pg_url=url))],
+        }
+        proxy = stack.enter_context(
+            run_proxy(write_config(workdir, apps, hold={"max_hold": "10s"}))  # type: ignore[arg-type]
+        )
+        sync = subprocess.Popen(
+            [sys.executable, "-m", "changeover", "migrate", "sync", "--source", str(db)]
+            + ["--target", "${BENCH_TARGET_URL}"],
+            env={**os.environ, "BENCH_TARGET_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        writer = Writer(
+            proxy.url,
+            rate=settings.rate,
+            seconds=settings.between * (settings.handoffs + 2) + 60,
+            prefix="bench",
+        )
+        results: list[Any] = []
+        windows: list[tuple[float, float]] = []
+        try:
+            writer.start()
+            for i in range(settings.handoffs):
+                time.sleep(settings.between)
+
+                async def one(to: str) -> Any:
+                    router = BuiltinRouter(proxy.admin, proxy.token)
+                    try:
+                        return await handoff(db, url, plan, router, to=to)  # type: ignore[arg-type]
+                    finally:
+                        await router.close()
+
+                result = asyncio.run(one("new" if i % 2 == 0 else "legacy"))
+                ended = time.monotonic()
+                results.append(result)
+                windows.append((ended - result.pause_seconds, ended))
+                print(
+                    f"  handoff {i + 1} to {result.owner}: pause "
+                    f"{result.pause_seconds * 1000:.0f} ms",
+                    flush=True,
+                )
+            time.sleep(settings.between)
+        finally:
+            writer.stop()
+            writer.join()
+            sync.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                sync.wait(15)
+            if sync.poll() is None:
+                sync.kill()
+                sync.wait()
+        if settings.handoffs % 2:  # end with legacy owning writes, as it began
+            raise SystemExit("handoffs must be even (there and back)")
+        with ForwardApplier(db, url, plan) as applier:
+            applier.catch_up()
+        equal = verify_database(db, url, plan).equal
+        lost = duplicated = moved = 0
+        for found in (skus_in_sqlite(db, "bench"), skus_in_postgres(url, "bench")):
+            audit = audit_writes(writer.outcomes, found)
+            lost += len(audit.lost)
+            duplicated += len(audit.duplicated)
+            moved += len(audit.moved)
+        client_max = [
+            max(
+                (o.seconds for o in writer.outcomes if start - 0.05 <= o.sent <= end),
+                default=0.0,
+            )
+            for start, end in windows
+        ]
+    return HandoffReport(
+        settings=settings,
+        started=started,
+        command=command,
+        machine=host,
+        results=results,
+        client_max=client_max,
+        writes=len(writer.outcomes),
+        acknowledged=len(writer.acknowledged),
+        by_app={
+            app: sum(1 for o in writer.acknowledged if o.app == app) for app in ("legacy", "new")
+        },
+        lost=lost,
+        duplicated=duplicated,
+        moved=moved,
+        verify_equal=equal,
+        load=(load_before, os.getloadavg()),
+    )
+
+
+def render_handoff(report: HandoffReport) -> str:
+    s, m = report.settings, report.machine
+    pauses = [r.pause_seconds for r in report.results]
+    median = statistics.median(pauses) if pauses else float("nan")
+    lines = [
+        HANDOFF_BEGIN,
+        "### Handoff write pause at 200 writes/s through the built-in proxy (benchmark 4)",
+        "",
+        f"Measured {report.started:%Y-%m-%d %H:%M} UTC with `{report.command}`; machine: "
+        f"{m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {_loads(report.load)}; "
+        f"{m['code']}; {m['postgres']} (throwaway server, fsync off).",
+        "",
+        f"- `make_app_db(rows={s.scale:,})` copied with capture; the two order apps of "
+        "`tests/support/write_apps.py` (legacy: stdlib HTTP server writing the SQLite file, "
+        "`synchronous` default FULL; new: the same on PostgreSQL) behind `changeover proxy "
+        "serve`, `changeover migrate sync` running as its own process, and a paced writer "
+        f"(open model, 32 keep-alive connections) sending {s.rate:,.0f} POST /orders per "
+        f"second through the proxy, each with its own sku. {s.handoffs} handoffs, alternately "
+        f"to new and back to legacy, {s.between:g} s of writes between them, each "
+        "`handoff(..., BuiltinRouter)` in this process.",
+        "- **Pause** = `HandoffResult.pause_seconds`: from the hold request to the release "
+        "answer. **Client max** = the slowest write due inside that pause, measured by the "
+        "writer from its scheduled send time to its answer.",
+        "",
+        "| # | to | pause | client max | drained | keys verified in the pause | "
+        "slowest step in the pause |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for i, (r, client) in enumerate(zip(report.results, report.client_max, strict=True)):
+        inside = r.steps[1:] if r.steps else []
+        slowest = max(inside, key=lambda st: st[1]) if inside else ("?", 0.0)
+        lines.append(
+            f"| {i + 1} | {r.owner} | {r.pause_seconds * 1000:.0f} ms | {client * 1000:.0f} ms "
+            f"| {r.drained:,} | {r.verified_keys:,} | {slowest[0]} ({slowest[1] * 1000:.0f} ms) |"
+        )
+    zero = report.lost == 0 and report.duplicated == 0 and report.moved == 0
+    lines += [
+        "",
+        f"Writes: {report.writes:,} sent, {report.acknowledged:,} acknowledged (2xx: "
+        f"{report.by_app['legacy']:,} by legacy, {report.by_app['new']:,} by new); "
+        f"acknowledged but missing (SQLite + PostgreSQL): {report.lost}; stored twice: "
+        f"{report.duplicated}; under another id: {report.moved}; verify after the last "
+        f"handoff: {'equal' if report.verify_equal else 'DIFFERENCES'}.",
+        "",
+        f"Goal pause ≤ {GOAL_PAUSE * 1000:.0f} ms (median of {len(pauses)}): "
+        f"{median * 1000:.0f} ms (max {max(pauses, default=0) * 1000:.0f} ms) — "
+        f"{_verdict(median <= GOAL_PAUSE)}.",
+        f"Goal zero lost or duplicated writes: {_verdict(zero and report.verify_equal)}.",
+        HANDOFF_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_block(path: Path, begin: str, end: str, block: str) -> None:
+    """Replace one block of ``path`` or insert it after the copy section (before the notes)."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block.rstrip("\n") + tail
+    elif END in text:
+        # after the copy section, or after the block of the other benchmark placed after it
+        anchor = max((m for m in (END, SYNC_END, HANDOFF_END) if m in text), key=text.index)
+        head, tail = text.split(anchor, 1)
+        text = head + anchor + "\n\n" + block.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text, encoding="utf-8")
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -569,24 +1063,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
     parser.add_argument("--scale", type=int, help="make_app_db rows (7 × scale rows in all)")
     parser.add_argument("--repeats", type=int)
+    parser.add_argument(
+        "--only",
+        default="copy,sync,handoff",
+        help="benchmarks to run, comma-separated: copy (1), sync (3), handoff (4)",
+    )
     args = parser.parse_args(argv)
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    unknown = only - {"copy", "sync", "handoff"}
+    if unknown or not only:
+        raise SystemExit(f"migrate_bench: --only takes copy, sync, handoff (got {args.only!r})")
     settings = SMOKE if args.smoke else Settings()
     if args.scale is not None:
         settings = Settings(args.scale, settings.repeats)
     if args.repeats is not None:
         settings = Settings(settings.scale, args.repeats)
-    if shutil.which("pgloader") is None:
+    if "copy" in only and shutil.which("pgloader") is None:
         raise SystemExit("migrate_bench: missing pgloader (apt-get install pgloader)")
     shown = " ".join(["python", "benchmarks/migrate_bench.py", *(argv or sys.argv[1:])])
     shown = re.sub(r" --output \S+", "", shown)
     code = Path(changeover.__file__).resolve().parents[2]
     if code != ROOT:  # measured a snapshot checkout (PYTHONPATH), not this working tree
         shown = f"PYTHONPATH={code}/src {shown}"
-    report = run(settings, command=shown)
-    section = render(report)
-    print(section)
+    if "copy" in only:
+        report = run(settings, command=shown)
+        section = render(report)
+        print(section)
+        if args.write:
+            write_section(args.output, section)
+    if "sync" in only:
+        sync_settings = SYNC_SMOKE if args.smoke else SyncSettings()
+        block = render_sync(run_sync(sync_settings, command=shown))
+        print(block)
+        if args.write:
+            write_block(args.output, SYNC_BEGIN, SYNC_END, block)
+    if "handoff" in only:
+        handoff_settings = HANDOFF_SMOKE if args.smoke else HandoffSettings()
+        block = render_handoff(run_handoff_bench(handoff_settings, command=shown))
+        print(block)
+        if args.write:
+            write_block(args.output, HANDOFF_BEGIN, HANDOFF_END, block)
     if args.write:
-        write_section(args.output, section)
         print(f"wrote {args.output}")
     return 0
 

@@ -85,6 +85,7 @@ def test_migrate_smoke_benchmark_measures_every_contender_and_keeps_other_sectio
     output.write_text(f"# Benchmarks\n\n{BEGIN}\nproxy numbers\n{END}\n\n{stale}\n## After\n")
 
     argv = [sys.executable, str(MIGRATE_SCRIPT), "--smoke", "--write", "--output", str(output)]
+    argv += ["--only", "copy"]  # benchmarks 3 and 4 have their own smoke test below
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -102,3 +103,43 @@ def test_migrate_smoke_benchmark_measures_every_contender_and_keeps_other_sectio
     assert re.search(r"Goal ours ≥ 2× pgloader's rows/s: [\d.]+× — \*\*(met|NOT met)\*\*", text)
     assert re.search(r"Goal ours ≥ 0\.7× the ceiling's rows/s: [\d.]+× — \*\*(met|NOT met)", text)
     assert re.search(r"Machine: \d+ cores \(.+\), [\d.]+ GiB RAM", text)
+
+
+SYNC_BEGIN = "<!-- migrate-bench:sync:begin (written by benchmarks/migrate_bench.py --write) -->"
+HANDOFF_END = "<!-- migrate-bench:handoff:end -->"
+
+
+def test_migrate_sync_and_handoff_smoke_benchmarks_write_their_blocks_after_the_copy_section(
+    tmp_path: Path,
+) -> None:
+    if find_postgres_bin_dir() is None:
+        missing("PostgreSQL", "postgresql")
+    output = tmp_path / "BENCHMARKS.md"
+    copy = f"{MIGRATE_BEGIN}\n## Data migration (issue 4)\n\ncopy numbers\n{MIGRATE_END}\n"
+    stale = f"{SYNC_BEGIN}\nstale lag\n<!-- migrate-bench:sync:end -->"
+    output.write_text(f"# Benchmarks\n\n{copy}\n{stale}\n\n### Reading (by hand)\n\nnotes\n")
+
+    argv = [sys.executable, str(MIGRATE_SCRIPT), "--smoke", "--only", "sync,handoff", "--write"]
+    argv += ["--output", str(output)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+
+    text = output.read_text(encoding="utf-8")
+    assert "copy numbers" in text and "stale lag" not in text
+    assert text.index(MIGRATE_END) < text.index(SYNC_BEGIN) < text.index(HANDOFF_END)
+    assert text.index(HANDOFF_END) < text.index("### Reading (by hand)")  # notes stay last
+    lag = _row(text, "3,000")  # 1,000 writes/s for 3 s, every marker seen in PostgreSQL
+    assert lag[3] == "3,000", lag
+    assert all(cell.endswith(" ms") for cell in lag[4:8]), lag
+    assert re.search(r"Goal p95 ≤ 100 ms: [\d.]+ ms — \*\*(met|NOT met)\*\*", text)
+    assert re.search(r"Goal trigger overhead ≤ 20% .*: -?[\d.]+% — \*\*(met|NOT met)", text)
+    for synchronous in ("NORMAL", "FULL"):
+        assert float(_row(text, synchronous)[2].replace(",", "")) > 0
+    assert re.search(r"\| 1 \| new \| \d+ ms \|", text) and re.search(r"\| 2 \| legacy \|", text)
+    assert re.search(r"Goal pause ≤ 250 ms \(median of 2\): \d+ ms .*\*\*(met|NOT met)", text)
+    # Zero lost or duplicated writes is not a performance number: the smoke run asserts it.
+    taken = re.search(r"acknowledged \(2xx: ([\d,]+) by legacy, ([\d,]+) by new\)", text)
+    assert taken and all(int(n.replace(",", "")) > 50 for n in taken.groups()), taken
+    assert "missing (SQLite + PostgreSQL): 0; stored twice: 0; under another id: 0" in text
+    assert "verify after the last handoff: equal" in text
+    assert "Goal zero lost or duplicated writes: **met**" in text
