@@ -72,7 +72,7 @@ class FastLane:
 def fast_lane(conn: sqlite3.Connection, table: PgTable) -> FastLane | None:
     """The table's fast lane on ``conn`` (functions registered), or None if a column has none."""
     encoding = conn.execute("PRAGMA encoding").fetchone()[0]
-    if bytes(encoding) != b"UTF-8":
+    if encoding not in ("UTF-8", b"UTF-8"):  # bytes under text_factory = RawText
         return None  # CAST(text AS BLOB) would give UTF-16 bytes
     json_check = _json_check(conn)
     fields = []
@@ -133,7 +133,11 @@ def _escaped(x: str) -> str:
 
 
 def _value_sql(column: PgColumn, x: str, json_check: str | None) -> str | None:
-    """The COPY field for a non-NULL ``x`` when its form is unambiguous, else NULL (SQL)."""
+    """The COPY field for a non-NULL ``x`` when its form is unambiguous, else NULL (SQL).
+
+    ``x`` is compared with literals only through functions (substr, length, GLOB) or as a number:
+    a column's affinity would turn a literal like '0002' into the integer 2.
+    """
     base = column.pg_type.split("(")[0].strip()
     if base in _INT_RANGES:
         bounds = _INT_RANGES[base]
@@ -229,6 +233,6 @@ def _time_sql(base: str, x: str) -> str:
             f"THEN {out(wall)} END"
         )
     return (
-        f"CASE WHEN typeof({x}) = 'text' AND {x} >= '0002' AND {x} < '9999' THEN "
+        f"CASE WHEN typeof({x}) = 'text' AND substr({x}, 1, 4) BETWEEN '0002' AND '9998' THEN "
         f"CASE length({x}) {' '.join(branches)} END END"
     )

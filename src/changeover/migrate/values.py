@@ -383,6 +383,8 @@ def _to_json(value: int | float | str) -> str:
         json.loads(text, parse_constant=refuse)
     except ValueError:
         raise Unrepresentable(f"{_preview(text)} is not valid JSON") from None
+    except RecursionError:
+        raise Unrepresentable(f"{_preview(text)} is JSON nested too deeply to check") from None
     return text
 
 
