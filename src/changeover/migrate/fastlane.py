@@ -124,9 +124,11 @@ def _json_check(conn: sqlite3.Connection) -> str | None:
 
 
 def _escaped(x: str) -> str:
-    # COPY text escapes; replace() only when GLOB finds one of the four characters.
+    # COPY text escapes; replace() only when instr() finds one of the four characters (four
+    # instr() calls cost less than one GLOB '*[...]*' scan in SQLite 3.40).
+    found = " OR ".join(f"instr({x}, '{c}')" for c in ("\\", "\t", "\n", "\r"))
     return (
-        f"CASE WHEN {x} GLOB '*[\\\t\n\r]*' THEN "
+        f"CASE WHEN {found} THEN "
         f"replace(replace(replace(replace({x}, '\\', '\\\\'), '\t', '\\t'), '\n', '\\n'), "
         f"'\r', '\\r') ELSE {x} END"
     )
