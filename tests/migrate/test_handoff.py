@@ -66,7 +66,8 @@ def test_handoff_there_and_back_keeps_both_databases_equal(tmp_path: Path, pg_ur
     assert verify_database(db, pg_url, plan).equal
 
     back = run_handoff(db, pg_url, plan, NoSwitch(), to="legacy")
-    assert back.owner == "legacy" and back.verified_keys == 3
+    # The three keys written on new were verified before the pause; none changed since.
+    assert back.owner == "legacy" and back.verified_keys == 0
     assert read_handoff(pg_url).owner == "legacy"
     sqlite_write(db, "INSERT INTO users (email, name) VALUES ('again@example.com', 'Again')")
     with ForwardApplier(db, pg_url, plan) as applier:
@@ -117,3 +118,21 @@ def test_weird_corpus_goes_to_postgres_and_back_with_verify_equal(
     report = verify_database(db, pg_url, plan)
     assert report.equal, report.to_json()
     assert report.quarantined == summary.rejected
+
+
+def test_a_key_still_changing_before_the_pause_is_rechecked_inside_it_not_refused(
+    tmp_path: Path, pg_url: str
+) -> None:
+    db, plan = synced(tmp_path, pg_url)
+    sqlite_write(db, "UPDATE users SET name = 'one' WHERE id = 6")
+
+    def legacy_writes_again(step: str, _seconds: float) -> None:
+        if step == "catch up before the pause":  # after the applied position, before verify
+            sqlite_write(db, "UPDATE users SET name = 'two' WHERE id = 6")
+
+    result = run_handoff(db, pg_url, plan, NoSwitch(), on_step=legacy_writes_again)
+    assert result.owner == "new"
+    assert any("re-verified inside" in w for w in result.warnings)
+    assert result.verified_keys >= 1  # re-verified inside the pause, after the drain
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT name FROM users WHERE id = 6").fetchone() == ("two",)

@@ -118,7 +118,7 @@ def install_capture(path: str | Path, plan: PgPlan) -> CaptureState:
             f"CREATE TABLE IF NOT EXISTS {CHANGELOG} "
             f"(seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, {slots}, at REAL NOT NULL)"
         )
-        for name in _our_triggers(conn):
+        for name in our_triggers(conn):
             conn.execute(f"DROP TRIGGER {quote_ident(name)}")
         for table in plan.tables:
             for statement in trigger_sql(table, key_width):
@@ -151,7 +151,7 @@ def remove_capture(path: str | Path) -> list[str]:
             row = conn.execute(f"SELECT value FROM {META} WHERE key = 'journal_mode'").fetchone()
             previous = row[0] if row else None
         conn.execute("BEGIN IMMEDIATE")
-        for name in _our_triggers(conn):
+        for name in our_triggers(conn):
             conn.execute(f"DROP TRIGGER {quote_ident(name)}")
             removed.append(f"trigger {name}")
         for table in (CHANGELOG, META):
@@ -186,7 +186,7 @@ def remove_triggers(path: str | Path) -> int:
     conn = connect_writable(path)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        names = _our_triggers(conn)
+        names = our_triggers(conn)
         for name in names:
             conn.execute(f"DROP TRIGGER {quote_ident(name)}")
         conn.execute("COMMIT")
@@ -207,7 +207,7 @@ def read_state(conn: sqlite3.Connection) -> CaptureState:
     row = conn.execute(f"SELECT value FROM {META} WHERE key = 'tables'").fetchone()
     tables = tuple(row[0].split("\n")) if row and row[0] else ()
     return CaptureState(
-        installed=bool(_our_triggers(conn)),
+        installed=bool(our_triggers(conn)),
         tables=tables,
         key_width=width - 3,
         head=changelog_head(conn),
@@ -220,7 +220,7 @@ def changelog_head(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def _our_triggers(conn: sqlite3.Connection) -> list[str]:
+def our_triggers(conn: sqlite3.Connection) -> list[str]:
     return [
         name
         for (name,) in conn.execute(

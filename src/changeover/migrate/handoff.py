@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -212,8 +212,9 @@ async def _to_new(
     try:
         if applier is not None:
             _catch_up(applier.apply_batch)
+            clock.step("catch up before the pause")
             _verify_changed(sqlite_path, pg_url, plan, schema, result, inside=False)
-            clock.step("catch up and verify before the pause")
+            clock.step("verify before the pause")
         held = time.monotonic()
         await _hold(switch, wait_writes)
         _set_phase(pg_url, schema, state.owner, "holding")
@@ -266,9 +267,14 @@ async def _to_legacy(
     swapped = state.owner == "legacy"
     applier = None if swapped else ReverseApplier(sqlite_path, pg_url, plan, schema=schema)
     try:
+        since = 0
         if applier is not None:
             _catch_up(applier.apply_batch)
-            clock.step("catch up before the pause")
+            boundary = applier.position
+            # Verified before the pause, so only later changes are checked inside it.
+            if _verify_back(sqlite_path, pg_url, plan, schema, applier.changed_keys()):
+                since = boundary
+            clock.step("catch up and verify before the pause")
         held = time.monotonic()
         await _hold(switch, wait_writes)
         _set_phase(pg_url, schema, state.owner, "holding")
@@ -277,17 +283,13 @@ async def _to_legacy(
             if applier is not None:
                 result.drained = _drain(applier.catch_up, applier.lag, drain_timeout)
                 clock.step("drain reverse changelog")
-                touched = applier.changed_keys()
+                touched = applier.changed_keys(since)
                 result.verified_keys = sum(len(k) for k in touched.values())
-                if touched:
-                    report = verify_database(
-                        sqlite_path, pg_url, plan, schema=schema, keys=touched, jobs=1
+                if not _verify_back(sqlite_path, pg_url, plan, schema, touched):
+                    raise MigrationError(
+                        f"verify of {result.verified_keys} keys written back to SQLite found "
+                        "differences; writes stay with new. Run 'changeover migrate verify'"
                     )
-                    if not report.equal:
-                        raise MigrationError(
-                            f"verify of {result.verified_keys} keys written back to SQLite found "
-                            "differences; writes stay with new. Run 'changeover migrate verify'"
-                        )
                 clock.step("verify keys written back")
                 install_capture(sqlite_path, plan)
                 source = connect_readonly(sqlite_path)
@@ -362,15 +364,37 @@ def _verify_changed(
     *,
     inside: bool,
 ) -> int:
-    """Verify the keys changed since the last verified position; stop the handoff on a diff."""
+    """Verify the keys changed since the last verified position.
+
+    Before the pause a difference is not final — legacy is still writing, so a key may have
+    changed again after the applied position; ``verified`` then stays put and those keys are
+    checked again inside the pause, where writes are held and a difference stops the handoff.
+    """
     count, report = verify_changed(sqlite_path, pg_url, plan, schema=schema)
     if report is not None and not report.equal:
-        where = "inside the pause" if inside else "before the pause"
+        if not inside:
+            result.warnings.append(
+                f"{count} keys still changing before the pause; re-verified inside it"
+            )
+            return count
         raise MigrationError(
-            f"verify of {count} changed keys {where} found differences; the handoff stopped "
-            "and writes stay with legacy. Run 'changeover migrate verify' for the rows"
+            f"verify of {count} changed keys inside the pause found differences; the handoff "
+            "stopped and writes stay with legacy. Run 'changeover migrate verify' for the rows"
         )
     return count
+
+
+def _verify_back(
+    sqlite_path: str | Path,
+    pg_url: str,
+    plan: PgPlan,
+    schema: str,
+    keys: Mapping[str, Sequence[tuple[object, ...]]],
+) -> bool:
+    """True when every key written back to SQLite holds PostgreSQL's row (or none changed)."""
+    if not keys:
+        return True
+    return verify_database(sqlite_path, pg_url, plan, schema=schema, keys=keys, jobs=1).equal
 
 
 def _run_hook(argv: Sequence[str]) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 from changeover.migrate.apply import Lag
-from changeover.migrate.capture import META, connect_writable
+from changeover.migrate.capture import META, connect_writable, our_triggers
 from changeover.migrate.copy import MigrationError
 from changeover.migrate.schema import ROWID_COLUMN, PgColumn, PgPlan, PgTable, quote
 from changeover.migrate.sqlite import quote_ident
@@ -204,6 +204,12 @@ class ReverseApplier:
     def _apply_batch(self) -> ReverseBatch:
         # The SQLite write lock first: a second applier waits here, then sees our position.
         self._sqlite.execute("BEGIN IMMEDIATE")
+        if our_triggers(self._sqlite):
+            # Forward capture is back: legacy owns writes again (a handoff back finished while
+            # this process slept). Writing PostgreSQL's rows now could undo a legacy write.
+            raise MigrationError(
+                "reverse sync stopped: legacy owns writes again (forward capture is installed)"
+            )
         row = self._sqlite.execute(
             f"SELECT value FROM {META} WHERE key = 'reverse_position'"
         ).fetchone()
@@ -287,13 +293,16 @@ class ReverseApplier:
             self._sqlite.executemany(sql, list(present.values()))
         return len(present), len(gone)
 
-    def changed_keys(self) -> dict[str, list[Key]]:
-        """Every key written in PostgreSQL since reverse capture started, as SQLite values."""
+    def changed_keys(self, since: int = 0) -> dict[str, list[Key]]:
+        """Keys written in PostgreSQL by transactions with id >= ``since`` (0: every one since
+        reverse capture started), as SQLite values."""
         found: dict[str, list[Key]] = {}
         try:
             for table in self.tables.values():
                 keys = self._pg.execute(
-                    f"SELECT DISTINCT key FROM {quote(PG_CHANGELOG)} WHERE tbl = %s", (table.name,)
+                    f"SELECT DISTINCT key FROM {quote(PG_CHANGELOG)} "
+                    "WHERE tbl = %s AND xid >= %s::text::xid8",
+                    (table.name, str(since)),
                 ).fetchall()
                 if keys:
                     found[table.name] = self._typed_keys(table, [k for (k,) in keys])
@@ -330,6 +339,11 @@ class ReverseApplier:
 
     def lag(self) -> Lag:
         return read_reverse_lag(self.sqlite_path, self._pg)
+
+    @property
+    def position(self) -> int:
+        """The applied boundary (a transaction id) as stored in the SQLite file."""
+        return read_reverse_position(self.sqlite_path) or 0
 
 
 def read_reverse_lag(path: str | Path, pg: psycopg.Connection[tuple[object, ...]]) -> Lag:
