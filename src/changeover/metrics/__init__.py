@@ -1,0 +1,1 @@
+"""Metric sources for the rollout controller (see base.py)."""
