@@ -12,7 +12,7 @@ import math
 import random
 import sqlite3
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psycopg
@@ -20,6 +20,7 @@ import pytest
 
 from changeover.migrate.canonical import (
     SESSION_SETTINGS,
+    _sqlite_normaliser,
     canonical_json,
     escape,
     float4_from_text,
@@ -616,3 +617,39 @@ def test_verify_runs_table_lives_in_the_target_schema(tmp_path: Path, pg_url: st
     with psycopg.connect(pg_url) as conn:
         (count,) = conn.execute(f'SELECT count(*) FROM scratch."{RUNS_TABLE}"').fetchone()  # type: ignore[misc]
     assert count == 1
+
+
+def _unhurried(column: PgColumn) -> Callable[[SqliteValue], str]:
+    """The converter and the normaliser, with no fast path or memo."""
+    convert, normalise = converter(column), _sqlite_normaliser(column)
+    assert normalise is not None
+
+    def field(value: SqliteValue) -> str:
+        text = convert(value)
+        return text if text == "\\N" else normalise(text)
+
+    return field
+
+
+def test_fast_paths_give_the_general_answer_for_every_stored_form() -> None:
+    rng = random.Random(7)
+    for pg_type in ("timestamptz", "timestamp", "numeric", "numeric(12,2)"):
+        column = PgColumn("v", pg_type, False, None)
+        fast, slow = sqlite_field(column), _unhurried(column)
+        values: list[SqliteValue] = [
+            RawText(
+                f"{rng.randint(0, 9999):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}"
+                f"{rng.choice(' T')}{rng.randint(0, 25):02d}:{rng.randint(0, 61):02d}:"
+                f"{rng.randint(0, 61):02d}{rng.choice(['', 'Z', '.5', ' '])}".encode()
+            )
+            for _ in range(3000)
+        ]
+        values += [0.0, -0.0, 1.25, 1, RawText(b"1.25"), b"1.25", 0.125, 0.125]
+        for value in values:
+            answers = []
+            for field in (fast, fast, slow):  # twice: the second answer may come from the memo
+                try:
+                    answers.append(field(value))
+                except Unrepresentable as exc:
+                    answers.append(f"refused: {exc.reason}")
+            assert answers[0] == answers[1] == answers[2], (pg_type, value, answers)

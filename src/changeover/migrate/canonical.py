@@ -38,15 +38,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
 from changeover.migrate.schema import PgColumn
-from changeover.migrate.values import NULL, SqliteValue, Unrepresentable, converter
+from changeover.migrate.values import NULL, RawText, SqliteValue, Unrepresentable, converter
 
 # Set on the verify connection before any COPY TO: the canonical texts assume exactly these.
 SESSION_SETTINGS = {
@@ -90,7 +91,66 @@ def sqlite_field(column: PgColumn) -> Callable[[SqliteValue], str]:
         text = convert(value)
         return text if text == NULL else normalise(text)
 
+    base = base_type(column)
+    if base in ("timestamptz", "timestamp") and column.source_format is None:
+        return _stamp_fast_path(field, "+00" if base == "timestamptz" else "")
+    if base == "numeric":
+        return _memo(field)
     return field
+
+
+# SQLite's own datetime text (CURRENT_TIMESTAMP, datetime('now')), optionally ISO 'T' and 'Z'.
+_SQLITE_STAMP = re.compile(rb"\d{4}-\d\d-\d\d[ T](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ?")
+_MEMO_LIMIT = 65536
+
+
+def _stamp_fast_path(
+    general: Callable[[SqliteValue], str], suffix: str
+) -> Callable[[SqliteValue], str]:
+    """The common stored form rewritten as text; the same answer as ``general`` (tested)."""
+    valid_days: dict[bytes, bool] = {}
+
+    def stamp(value: SqliteValue) -> str:
+        if type(value) is RawText and _SQLITE_STAMP.fullmatch(value):
+            day = value[:10]
+            valid = valid_days.get(day)
+            if valid is None:
+                valid = _valid_day(day)
+                if len(valid_days) < _MEMO_LIMIT:
+                    valid_days[day] = valid
+            if valid:
+                return f"{day.decode()} {value[11:19].decode()}{suffix}"
+        return general(value)
+
+    return stamp
+
+
+def _valid_day(day: bytes) -> bool:
+    try:
+        date.fromisoformat(day.decode())
+    except ValueError:
+        return False
+    return True
+
+
+def _memo(field: Callable[[SqliteValue], str]) -> Callable[[SqliteValue], str]:
+    """Remember the canonical text of repeated values (amounts repeat; decimal work is slow).
+
+    Keyed by class and value, so a TEXT and a BLOB with the same bytes never share an entry;
+    0.0 and -0.0 share one, which is right for numeric (both print as 0.0).
+    """
+    cache: dict[tuple[type, SqliteValue], str] = {}
+
+    def remembered(value: SqliteValue) -> str:
+        key = (value.__class__, value)
+        text = cache.get(key)
+        if text is None:
+            text = field(value)
+            if len(cache) < _MEMO_LIMIT:
+                cache[key] = text
+        return text
+
+    return remembered
 
 
 def pg_field(column: PgColumn) -> Normaliser | None:
