@@ -633,7 +633,14 @@ def _unhurried(column: PgColumn) -> Callable[[SqliteValue], str]:
 
 def test_fast_paths_give_the_general_answer_for_every_stored_form() -> None:
     rng = random.Random(7)
-    for pg_type in ("timestamptz", "timestamp", "numeric", "numeric(12,2)"):
+    for pg_type in (
+        "timestamptz",
+        "timestamp",
+        "numeric",
+        "numeric(12,2)",
+        "double precision",
+        "real",
+    ):
         column = PgColumn("v", pg_type, False, None)
         fast, slow = sqlite_field(column), _unhurried(column)
         values: list[SqliteValue] = [
@@ -644,7 +651,7 @@ def test_fast_paths_give_the_general_answer_for_every_stored_form() -> None:
             )
             for _ in range(3000)
         ]
-        values += [0.0, -0.0, 1.25, 1, RawText(b"1.25"), b"1.25", 0.125, 0.125]
+        values += [0.0, -0.0, 0.0, -0.0, 0, 1.25, 1, RawText(b"1.25"), RawText(b"-0"), 0.125, 0.125]
         for value in values:
             answers = []
             for field in (fast, fast, slow):  # twice: the second answer may come from the memo

@@ -94,7 +94,7 @@ def sqlite_field(column: PgColumn) -> Callable[[SqliteValue], str]:
     base = base_type(column)
     if base in ("timestamptz", "timestamp") and column.source_format is None:
         return _stamp_fast_path(field, "+00" if base == "timestamptz" else "")
-    if base == "numeric":
+    if base in ("numeric", "double precision", "real"):
         return _memo(field)
     return field
 
@@ -137,11 +137,13 @@ def _memo(field: Callable[[SqliteValue], str]) -> Callable[[SqliteValue], str]:
     """Remember the canonical text of repeated values (amounts repeat; decimal work is slow).
 
     Keyed by class and value, so a TEXT and a BLOB with the same bytes never share an entry;
-    0.0 and -0.0 share one, which is right for numeric (both print as 0.0).
+    zeros skip the memo (0.0 == -0.0, but a float prints them as 0 and -0).
     """
     cache: dict[tuple[type, SqliteValue], str] = {}
 
     def remembered(value: SqliteValue) -> str:
+        if not value:
+            return field(value)
         key = (value.__class__, value)
         text = cache.get(key)
         if text is None:

@@ -584,9 +584,12 @@ class _Codec:
 
     def key(self, fields: Sequence[str]) -> Key:
         """The sort key of a row from its canonical fields (same function for both sides)."""
+        types = self.key_types
         if self.nkey == 1:
-            return self.key_types[0](fields[0])
-        return tuple(convert(f) for convert, f in zip(self.key_types, fields, strict=False))
+            return types[0](fields[0])
+        if self.nkey == 2:
+            return (types[0](fields[0]), types[1](fields[1]))
+        return tuple(convert(f) for convert, f in zip(types, fields, strict=False))
 
     def pg_key(self, line: str) -> Key:
         if self.nkey == 1:
