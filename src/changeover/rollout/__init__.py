@@ -1,0 +1,1 @@
+"""The rollout controller: phases, gates, decisions and rollback (see controller.py)."""
