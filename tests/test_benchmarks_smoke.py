@@ -155,3 +155,36 @@ def test_migrate_handoff_smoke_benchmark_loses_no_write_and_reports_the_pause(
     assert "missing (SQLite + PostgreSQL): 0; stored twice: 0; under another id: 0" in text
     assert "verify after the last handoff: equal" in text
     assert "Goal zero lost or duplicated writes: **met**" in text
+
+
+DETECTION_SCRIPT = ROOT / "benchmarks" / "detection.py"
+DETECTION_BEGIN = "<!-- detection-bench:begin (written by benchmarks/detection.py --write) -->"
+DETECTION_END = "<!-- detection-bench:end -->"
+
+
+def test_detection_smoke_benchmark_times_every_policy_and_keeps_other_sections(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    stale = f"{DETECTION_BEGIN}\n## Canary analysis\n\nstale numbers\n{DETECTION_END}\n"
+    output.write_text(f"# Benchmarks\n\n{BEGIN}\nproxy numbers\n{END}\n\n{stale}\n## After\n")
+
+    argv = [sys.executable, str(DETECTION_SCRIPT), "--smoke", "--write", "--output", str(output)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    text = output.read_text(encoding="utf-8")
+    assert "proxy numbers" in text and "## After" in text and "stale numbers" not in text
+    assert text.count("## Canary analysis (detection, issue 5)") == 1
+    for canary in ("5% errors", "2% errors", "1.5% errors", "p95 +50% (120 ms)"):
+        for policy in ("changeover", "(a) fixed threshold", "(b) Argo Rollouts"):
+            cells = _row(text, f"{canary} | {policy}")
+            assert re.fullmatch(r"\d+/20", cells[2]), cells  # every run simulated
+            assert cells[3].endswith(" s"), cells  # the smoke canaries are all caught
+        assert re.match(r"[\d,]+ requests = [\d.]+ s", _row(text, f"{canary} | (c) SPRT")[3])
+    assert re.search(r"\| healthy .* \| changeover .* \| \d+/20 \| [\d.]+% \|", text)
+    assert re.search(r"Goal false rollback ≤ 1% .*\*\*(met|NOT met)\*\*", text)
+    assert re.search(r"Goal median detection of the 5% canary ≤ 2 s: .*\*\*(met|NOT met)", text)
+    assert re.search(r"Goal within 1\.5× of the SPRT floor .*\*\*(met|NOT met)", text)
+    assert re.search(r"Goal ≥ 30× faster than \(a\) .*\*\*(met|NOT met)", text)
+    assert re.search(r"Machine: \d+ cores \(.+\), kernel ", text)
