@@ -297,6 +297,45 @@ def journal_export(plan: Path, output: Path | None) -> None:
 
 
 @cli.group(context_settings=CONTEXT)
+def notify() -> None:
+    """Notifications to the plan's channels (Slack, PagerDuty, email, webhooks)."""
+
+
+@notify.command("test")
+@plan_option
+@json_option
+def notify_test(plan: Path, json_: bool) -> None:
+    """Send a test notification to every channel of the plan's notify: list; exit 1 if one fails.
+
+    Example: changeover notify test
+    """
+    import asyncio
+
+    from changeover.engine.runbook import Runbook
+    from changeover.errors import UsageError
+    from changeover.notify import Notification, notifier_for
+
+    with Runbook.open(plan) as runbook:
+        if not runbook.plan.notify:
+            raise UsageError("the plan has no notification channels: add notify: ['${SLACK_URL}']")
+        # One quick retry: an operator testing channels wants the answer in seconds.
+        notifier = notifier_for(
+            runbook.plan, runbook.journal, base_dir=runbook.loaded.base_dir, retry_delays=(1.0,)
+        )
+        message = Notification("test", f"{runbook.plan.name}: notification test", "Test message.")
+        deliveries = asyncio.run(notifier.deliver(message))
+    if json_:
+        _print_json([d.to_json() for d in deliveries])
+    else:
+        for d in deliveries:
+            tries = f" after {d.attempt} attempts" if d.attempt > 1 else ""
+            failed = f"FAILED     {d.channel}{tries}: {d.reason}"
+            out.print(f"delivered  {d.channel}" if d.ok else failed, markup=False)
+    if not all(d.ok for d in deliveries):
+        sys.exit(1)
+
+
+@cli.group(context_settings=CONTEXT)
 def route() -> None:
     """Show or set the traffic split through the plan's router (built-in, HAProxy or nginx)."""
 

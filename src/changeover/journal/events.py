@@ -29,6 +29,8 @@ SIGNOFF = "signoff"
 NOTE = "note"
 ACTION_INTENT = "action.intent"
 ACTION_OUTCOME = "action.outcome"
+NOTIFY_SENT = "notify.sent"
+NOTIFY_FAILED = "notify.failed"
 
 _KIND = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*")
 FIELDS = ("seq", "ts", "kind", "actor", "payload", "prev_hash", "hash")

@@ -15,12 +15,14 @@ problem so that ``plan.load`` can name file, line and column.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,9 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from changeover.plan.secretref import SecretRef
+from changeover.plan.secretref import FileRef, SecretRef
 from changeover.plan.systems import KINDS, System, infer_kinds
 from changeover.probes.base import REGISTRY, ProbeParams, load_all
+from changeover.secrets import has_reference
 from changeover.units import Duration, format_duration, parse_duration
 
 Loc = tuple[str | int, ...]
@@ -280,6 +283,33 @@ class Migration(_Model):
     )
 
 
+# Schemes whose URL is just an address (a webhook receiver, a mail relay): safe to write as is.
+# Any other service URL (slack://, pagerduty://, https://hooks...) carries its token.
+_PLAIN_SCHEMES = ("json", "jsons", "xml", "xmls", "form", "forms", "mailto", "mailtos")
+
+
+def _check_literal_channel(value: str | FileRef) -> str | FileRef:
+    if not isinstance(value, str) or has_reference(value):
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep or not scheme:
+        raise ValueError(
+            "a notification channel is an apprise URL like 'slack://...' or 'mailto://...', "
+            "usually as a reference: '${SLACK_URL}'"
+        )
+    login = "@" in re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if scheme.lower() not in _PLAIN_SCHEMES or login:
+        raise ValueError(
+            f"a {scheme}:// URL carries its token or login; put it in an environment variable "
+            "and write '${SLACK_URL}' (or {file: path}) instead"
+        )
+    return value
+
+
+# A notification channel: a reference, or a literal URL that carries no credential.
+Channel = Annotated[SecretRef, AfterValidator(_check_literal_channel)]
+
+
 # --- the plan --------------------------------------------------------------------------------
 
 
@@ -307,7 +337,12 @@ class Plan(_Model):
     contacts: list[Contact] = Field(default_factory=list)
     war_room: WarRoom = Field(default_factory=WarRoom)
     systems: dict[Id, System] = Field(default_factory=dict)
-    notify: list[SecretRef] = Field(default_factory=list)
+    notify: list[Channel] = Field(
+        default_factory=list,
+        description="notification channels (apprise URLs: slack://, pagerduty://, mailto://, "
+        "json://...), each as a ${ENV} reference or {file: path}; a literal is allowed only for a "
+        "plain webhook or mail relay without credentials",
+    )
     migrate: Migration | None = None
     stages: list[Stage]
     rollback: Rollback = Field(default_factory=Rollback)
@@ -318,6 +353,15 @@ class Plan(_Model):
     @classmethod
     def _infer_kinds(cls, value: Any) -> Any:
         return infer_kinds(value)
+
+    @field_validator("notify")
+    @classmethod
+    def _notify_channels(cls, value: list[str | FileRef]) -> list[str | FileRef]:
+        seen = [c if isinstance(c, str) else f"file:{c.file}" for c in value]
+        duplicates = sorted({c for c in seen if seen.count(c) > 1})
+        if duplicates:
+            raise ValueError(f"channel {duplicates[0]!r} is listed twice")
+        return value
 
     @field_validator("cutover_at")
     @classmethod
