@@ -1,0 +1,412 @@
+"""``changeover run``: the plan's traffic phases with their checks, actions, gates and decisions.
+
+For each stage with a ``phase:`` (10 % → 50 % → 100 %), in order: its checks (a required one
+failing stops the run, traffic untouched), its actions (``route`` sets the weights; an action
+changeover cannot run yet waits for a sign-off of that step), then the monitoring window —
+phase gates and the plan's rollback triggers evaluated every ``interval`` with the anytime-valid
+tests of ``changeover.analysis`` — and the decision: ``auto`` proceeds when every gate passed
+after the minimum bake, ``manual`` (or a gate that cannot be observed) waits for ``changeover
+approve``. A trigger that fires, a failed gate or ``changeover rollback`` from another shell
+rolls back: immediate (all traffic to legacy in one step) or graceful (down by steps).
+
+Every step is journaled before and after; a controller killed at any moment and started again
+resumes from ``RolloutState``: actions are not repeated, the monitoring time already observed
+counts, the window's starting counters are reused, and the router's weights are reconciled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import Any
+
+from changeover.analysis import Outcome, Sustained, Verdict, combine
+from changeover.engine.runbook import Runbook
+from changeover.errors import ChangeoverError
+from changeover.journal import ACTION_INTENT, ACTION_OUTCOME
+from changeover.metrics.base import Observation
+from changeover.plan.model import Gate, Stage, Step
+from changeover.rollout.gates import Reading, phase_gate, trigger_gate
+from changeover.rollout.state import (
+    APPROVED,
+    BAKE,
+    DECISION_NEEDED,
+    DONE,
+    MONITORING,
+    PHASE_PASSED,
+    PHASE_STARTED,
+    ROLLBACK_DONE,
+    ROLLBACK_REQUESTED,
+    ROLLBACK_STARTED,
+    VERDICT,
+    RolloutState,
+)
+from changeover.traffic.router import Router
+
+Reader = Callable[[str, str | None, str | None], Awaitable[Observation]]  # metric, of, source
+Notify = Callable[[str, str, dict[str, Any]], None]  # kind, title, evidence (must not block)
+GRACEFUL_STEPS = (50.0, 10.0, 0.0)
+HEARTBEAT_S = 5.0
+
+
+class RolloutStopped(ChangeoverError):
+    """The run stopped before the end (a pre-check failed); traffic is where it was."""
+
+    exit_code = 1
+
+
+@dataclass
+class RunResult:
+    outcome: str  # completed | rolled_back
+    phases_passed: list[str] = field(default_factory=list)
+    rollback: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Controller:
+    def __init__(
+        self,
+        runbook: Runbook,
+        router: Router,
+        read: Reader,
+        *,
+        notify: Notify | None = None,
+        interval: float = 1.0,
+        graceful_step_s: float = 10.0,
+        legacy: str = "legacy",
+        new: str = "new",
+        actor: str = "changeover run",
+    ) -> None:
+        self.runbook = runbook
+        self.journal = runbook.journal
+        self.router = router
+        self.read = read
+        self.notify = notify or (lambda kind, title, evidence: None)
+        self.interval = interval
+        self.graceful_step_s = graceful_step_s
+        self.legacy, self.new = legacy, new
+        self.actor = actor
+        self.phases = [s for s in runbook.plan.stages if s.phase is not None]
+        self.triggers = [
+            (step, Outcome.FAIL_IMMEDIATE) for step in runbook.plan.rollback.immediate
+        ] + [(step, Outcome.FAIL_GRACEFUL) for step in runbook.plan.rollback.graceful]
+        self.weight: float | None = None
+
+    def state(self) -> RolloutState:
+        return RolloutState.from_events(self.journal.events())
+
+    def _log(self, kind: str, payload: dict[str, Any]) -> None:
+        self.journal.append(kind, payload, actor=self.actor)
+
+    # --- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        state = self.state()
+        if state.rolled_back is not None:
+            return RunResult("rolled_back", state.passed, state.rolled_back)
+        if state.done:
+            return RunResult("completed", state.passed)
+        if state.rollback_in_progress is not None or state.rollback_request is not None:
+            request = state.rollback_in_progress or state.rollback_request or {}
+            return await self._rollback(request.get("mode", "immediate"), request, state)
+        await self._reconcile(state)
+        for stage in self.phases:
+            if stage.id in state.passed:
+                continue
+            outcome = await self._phase(stage, state)
+            if outcome is not None:
+                return outcome
+            state = self.state()
+        self._log(DONE, {"phases": [s.id for s in self.phases]})
+        self.notify("complete", "Cutover complete: all traffic on the new app", {})
+        return RunResult("completed", self.state().passed)
+
+    async def _reconcile(self, state: RolloutState) -> None:
+        """Put the router back to the weight of the last route the journal says succeeded."""
+        expected = None
+        for event in self.journal.events(kinds=[ACTION_OUTCOME]):
+            if event.payload.get("ok") and event.payload.get("action") == "route":
+                expected = float(event.payload["weight"])
+        if expected is None:
+            return
+        now = await self.router.weights()
+        if abs(now[self.new] - expected) > 0.01:
+            await self._set_weight(expected)
+        self.weight = expected
+
+    async def _phase(self, stage: Stage, state: RolloutState) -> RunResult | None:
+        assert stage.phase is not None
+        if state.phase != stage.id:
+            self._log(PHASE_STARTED, {"phase": stage.id, "weight": stage.phase.weight})
+            self.notify("phase_started", f"Phase started: {stage.title}", {"phase": stage.id})
+        gates: list[tuple[Step, Gate]] = []
+        for step in stage.steps():
+            if step.check is not None:
+                await self._check(step)
+            elif step.action is not None:
+                await self._action(step, state)
+            elif step.manual is not None:
+                result = await self._wait_for(partial(self._signed_off, step.id))
+                if result is not None:
+                    return result
+            elif step.gate is not None:
+                gates.extend((step, gate) for gate in _gates(step))
+        if not any(s.action is not None and s.action.action == "route" for s in stage.steps()):
+            await self._set_weight(stage.phase.weight, step=f"{stage.id}:weight")
+        return await self._monitor(stage, gates)
+
+    async def _check(self, step: Step) -> None:
+        outcomes = await asyncio.to_thread(self.runbook.check, step_ids=[step.id])
+        failed = [o for o in outcomes if not o.status.ok]
+        if failed and step.required:
+            raise RolloutStopped(
+                f"pre-check {step.id!r} ({step.title}) failed: {failed[0].reason}; traffic is "
+                "unchanged — fix it (or sign it off) and run 'changeover run' again"
+            )
+
+    async def _action(self, step: Step, state: RolloutState) -> None:
+        assert step.action is not None
+        if step.id in state.actions_done:
+            return  # done before a restart: never repeated
+        name, params = step.action.action, step.action.params
+        if name == "route":
+            await self._set_weight(float(params["weight"]), step=step.id)
+            return
+        # Not automated yet: the step is done by hand and signed off.
+        self._log(ACTION_INTENT, {"step": step.id, "action": name, "manual": True})
+        self.notify(
+            "decision_needed",
+            f"Action needs a hand: {step.title}",
+            {"step": step.id, "how": f"do it, then: changeover signoff {step.id} --by NAME"},
+        )
+        await self._wait_for(partial(self._signed_off, step.id))
+        self._log(ACTION_OUTCOME, {"step": step.id, "action": name, "ok": True, "by": "signoff"})
+
+    async def _set_weight(self, weight: float, *, step: str | None = None) -> None:
+        payload = {"step": step, "action": "route", "weight": weight}
+        self._log(ACTION_INTENT, payload)
+        try:
+            observed = await self.router.set_weights(
+                {self.legacy: 100.0 - weight, self.new: weight}
+            )
+        except ChangeoverError as exc:
+            self._log(ACTION_OUTCOME, {**payload, "ok": False, "error": str(exc)})
+            raise
+        self._log(ACTION_OUTCOME, {**payload, "ok": True, "observed": dict(observed.percent)})
+        self.weight = weight
+
+    def _signed_off(self, step_id: str) -> bool:
+        return step_id in self.state().signed_off
+
+    async def _wait_for(self, done: Callable[[], bool]) -> RunResult | None:
+        """Wait (watching for a rollback request) until ``done()``."""
+        while not done():
+            request = self.state().rollback_request
+            if request is not None:
+                return await self._rollback(request["mode"], request, self.state())
+            await asyncio.sleep(self.interval)
+        return None
+
+    # --- monitoring ------------------------------------------------------------------------
+
+    async def _monitor(self, stage: Stage, gates: list[tuple[Step, Gate]]) -> RunResult | None:
+        assert stage.phase is not None
+        bake = stage.phase.bake
+        min_s = bake.min.total_seconds() if bake else 0.0
+        max_s = bake.max.total_seconds() if bake else 0.0
+        decision = stage.phase.decision
+        auto = decision is not None and decision.mode == "auto"
+        state = self.state()
+        observed = state.observed_s.get(stage.id, 0.0)
+        start = state.window.get(stage.id)
+        if start is None:
+            start = {k: _to_json(o) for k, o in (await self._readings(gates)).items()}
+            self._log(MONITORING, {"phase": stage.id, "start": start})
+        starts = {k: _from_json(v) for k, v in start.items()}
+        sustained = {step.id: Sustained(_sustained_s(step)) for step, _ in self.triggers}
+        last: dict[str, str] = {}
+        beat = time.monotonic()
+        series: dict[str, list[tuple[float, float]]] = {}
+        while True:
+            tick = time.monotonic()
+            now = await self._readings(gates)
+            baked = observed >= min_s
+            verdicts: list[Verdict] = []
+            for step, gate in gates:
+                reading = self._reading(gate, now, starts, series, observed)
+                verdicts.append(phase_gate(step.id, gate, reading, baked=baked, elapsed_s=observed))
+            fired: list[Verdict] = []
+            for step, on_fire in self.triggers:
+                for gate in _gates(step):
+                    reading = self._reading(gate, now, starts, series, observed)
+                    verdict, sustained[step.id] = trigger_gate(
+                        step.id,
+                        gate,
+                        reading,
+                        sustained[step.id],
+                        now=observed,
+                        elapsed_s=observed,
+                        on_fire=on_fire,
+                    )
+                    if verdict.failed:
+                        fired.append(verdict)
+            for verdict in verdicts + fired:
+                if last.get(verdict.gate) != verdict.outcome.value:
+                    last[verdict.gate] = verdict.outcome.value
+                    self._log(VERDICT, {"phase": stage.id, "verdict": verdict.to_json()})
+            failing = fired + [v for v in verdicts if v.failed]
+            if failing:
+                worst = combine(failing)
+                mode = "immediate" if worst is Outcome.FAIL_IMMEDIATE else "graceful"
+                reason = "; ".join(f"{v.gate}: {v.reason}" for v in failing)
+                evidence = {"verdicts": [v.to_json() for v in failing]}
+                return await self._rollback(
+                    mode, {"reason": reason, "evidence": evidence}, self.state()
+                )
+            current = self.state()
+            if current.rollback_request is not None:
+                return await self._rollback(
+                    current.rollback_request["mode"], current.rollback_request, current
+                )
+            overall = combine(verdicts)
+            passed = overall is Outcome.PASS and baked
+            undecided = observed >= max_s and not passed
+            if passed and auto:
+                break
+            if (passed or undecided) and stage.id in current.approved:
+                break
+            if (passed or undecided) and stage.id not in current.decision_asked:
+                evidence = {"verdicts": [v.to_json() for v in verdicts]}
+                self._log(DECISION_NEEDED, {"phase": stage.id, "evidence": evidence})
+                title = decision.title if decision else f"Proceed past {stage.id}?"
+                self.notify(
+                    "decision_needed",
+                    f"Decision needed: {title} — changeover approve {stage.id} --by NAME",
+                    evidence,
+                )
+            await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - tick)))
+            observed += time.monotonic() - tick
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                beat = time.monotonic()
+                self._log(BAKE, {"phase": stage.id, "observed_s": round(observed, 3)})
+        self._log(BAKE, {"phase": stage.id, "observed_s": round(observed, 3)})
+        self._log(PHASE_PASSED, {"phase": stage.id})
+        self.notify("phase_passed", f"Phase passed: {stage.title}", {"phase": stage.id})
+        return None
+
+    async def _readings(self, gates: Sequence[tuple[Step, Gate]]) -> dict[str, Observation]:
+        wanted: dict[str, tuple[str, str | None, str | None]] = {}
+        every = [g for _, g in gates] + [
+            g
+            for step, _ in self.triggers
+            for g in (step.gate if isinstance(step.gate, list) else [step.gate])
+            if g is not None
+        ]
+        for gate in every:
+            wanted[_key(gate)] = (gate.metric, gate.of, gate.source)
+            if gate.max_ratio_to is not None:
+                wanted[_key(gate, gate.max_ratio_to)] = (
+                    gate.metric,
+                    gate.max_ratio_to,
+                    gate.source,
+                )
+        results = await asyncio.gather(*(self.read(*args) for args in wanted.values()))
+        return dict(zip(wanted, results, strict=True))
+
+    def _reading(
+        self,
+        gate: Gate,
+        now: dict[str, Observation],
+        starts: dict[str, Observation],
+        series: dict[str, list[tuple[float, float]]],
+        observed: float,
+    ) -> Reading:
+        key = _key(gate)
+        current = now[key]
+        if current.value is not None:
+            points = series.setdefault(key, [])
+            if not points or points[-1][0] < observed:
+                points.append((observed, current.value))
+        baseline = _key(gate, gate.max_ratio_to) if gate.max_ratio_to else None
+        return Reading(
+            start=starts.get(key),
+            now=current,
+            baseline_start=starts.get(baseline) if baseline else None,
+            baseline_now=now.get(baseline) if baseline else None,
+            series=series.get(key, ()),
+        )
+
+    # --- rollback --------------------------------------------------------------------------
+
+    async def _rollback(self, mode: str, request: dict[str, Any], state: RolloutState) -> RunResult:
+        reason = str(request.get("reason", "requested"))
+        evidence = request.get("evidence", {})
+        if state.rollback_in_progress is None:
+            self._log(ROLLBACK_STARTED, {"mode": mode, "reason": reason, "evidence": evidence})
+        started = time.monotonic()
+        if mode == "graceful":
+            current = self.weight if self.weight is not None else 100.0
+            for weight in [w for w in GRACEFUL_STEPS if w < current]:
+                await self._set_weight(weight, step="rollback")
+                if weight > 0:
+                    await asyncio.sleep(self.graceful_step_s)
+        else:
+            await self._set_weight(0.0, step="rollback")
+        seconds = round(time.monotonic() - started, 3)
+        self._log(ROLLBACK_DONE, {"mode": mode, "seconds": seconds})
+        self.notify(
+            "rollback",
+            f"ROLLBACK ({mode}): all traffic back on legacy — {reason}",
+            {"reason": reason, "seconds": seconds, **evidence},
+        )
+        return RunResult("rolled_back", self.state().passed, self.state().rolled_back)
+
+
+def request_rollback(runbook: Runbook, mode: str, reason: str, by: str) -> None:
+    """``changeover rollback`` from another shell: the running controller acts on it."""
+    runbook.journal.append(ROLLBACK_REQUESTED, {"mode": mode, "reason": reason}, actor=by)
+
+
+def approve(runbook: Runbook, phase: str, by: str) -> None:
+    phases = [s.id for s in runbook.plan.stages if s.phase is not None]
+    if phase not in phases:
+        from changeover.errors import UsageError
+        from changeover.plan.model import suggest
+
+        raise UsageError(f"unknown phase {phase!r}{suggest(phase, phases)}")
+    runbook.journal.append(APPROVED, {"phase": phase}, actor=by)
+
+
+def _key(gate: Gate, of: str | None = None) -> str:
+    return f"{gate.metric}|{of if of is not None else gate.of}|{gate.source}"
+
+
+def _gates(step: Step) -> list[Gate]:
+    if step.gate is None:
+        return []
+    return step.gate if isinstance(step.gate, list) else [step.gate]
+
+
+def _sustained_s(step: Step) -> float:
+    return max((g.sustained.total_seconds() for g in _gates(step) if g.sustained), default=0.0)
+
+
+def _to_json(observation: Observation) -> dict[str, Any]:
+    data = asdict(observation)
+    if observation.histogram is not None:
+        data["histogram"] = [
+            [b if b != float("inf") else "inf", c] for b, c in observation.histogram
+        ]
+    return data
+
+
+def _from_json(data: dict[str, Any]) -> Observation:
+    histogram = data.get("histogram")
+    if histogram is not None:
+        data = {**data, "histogram": tuple((float(b), int(c)) for b, c in histogram)}
+    return Observation(**data)

@@ -1,0 +1,284 @@
+"""The rollout controller end to end: the built-in proxy in this process, two stand-in apps with
+a fault switch, bounded load on loopback, the proxy's own metrics, a real journal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from changeover.demo.standin import Faults, port_of, start_stand_in
+from changeover.engine.runbook import Runbook
+from changeover.loadgen.client import send
+from changeover.metrics.proxy import ProxySource
+from changeover.proxy.app import ProxyServer
+from changeover.proxy.config import load_proxy_config
+from changeover.rollout.controller import Controller, approve, request_rollback
+from changeover.rollout.state import ROLLBACK_DONE, VERDICT
+from changeover.traffic.builtin import BuiltinRouter
+
+PLAN = """
+version: 1
+name: controller test
+cutover_at: 2026-12-01T02:00:00Z
+contacts: [{{role: lead, title: Deployment Lead}}]
+systems:
+  legacy: {{kind: app, url: "http://127.0.0.1:1"}}
+  new: {{kind: app, url: "http://127.0.0.1:2"}}
+stages:
+{stages}
+rollback:
+  immediate:
+    - id: rollback-error-rate
+      title: Error rate > 5% sustained
+      gate: {{metric: error_rate, of: new, above: 5%, sustained: 1s}}
+"""
+STAGE = """
+  - id: {id}
+    title: Phase {weight}%
+    phase:
+      weight: {weight}
+      bake: {{min: 1s, max: 20s}}
+      decision: {{title: go on, mode: {mode}}}
+    sections:
+      - title: Monitoring
+        steps:
+          - id: {id}-errors
+            title: Error rate < 3%
+            gate: {{metric: error_rate, of: new, below: 3%}}
+"""
+
+
+def write_plan(tmp_path: Path, modes: tuple[str, str, str] = ("auto", "auto", "auto")) -> Path:
+    stages = "".join(
+        STAGE.format(id=name, weight=weight, mode=mode)
+        for (name, weight), mode in zip(
+            (("canary", 10), ("staged", 50), ("full", 100)), modes, strict=True
+        )
+    )
+    path = tmp_path / "changeover.yaml"
+    path.write_text(PLAN.format(stages=stages), encoding="utf-8")
+    return path
+
+
+@dataclass
+class Rig:
+    proxy: ProxyServer
+    router: BuiltinRouter
+    source: ProxySource
+    new_faults: Faults
+    url: str
+
+
+@contextlib.asynccontextmanager
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    faults = Faults()
+    legacy = await start_stand_in("legacy")
+    new = await start_stand_in("new", faults)
+    config = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "backends": {
+            "legacy": [{"name": "legacy", "url": f"http://127.0.0.1:{port_of(legacy)}"}],
+            "new": [{"name": "new", "url": f"http://127.0.0.1:{port_of(new)}"}],
+        },
+        "state_file": "proxy-state.json",
+    }
+    path = tmp_path / "proxy.yaml"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    token = secrets.token_urlsafe(16)
+    proxy = ProxyServer(load_proxy_config(path), token=token)
+    await proxy.start()
+    admin = f"http://127.0.0.1:{proxy.admin_port}"
+    router = BuiltinRouter(admin, token)
+    source = ProxySource(admin, token)
+    try:
+        yield Rig(proxy, router, source, faults, f"http://127.0.0.1:{proxy.port}")
+    finally:
+        await source.close()
+        await router.close()
+        await proxy.close(grace=0.5)
+        for server in (legacy, new):
+            server.close()
+            await server.wait_closed()
+
+
+async def load(url: str, stop: asyncio.Event, deadline_s: float = 60.0) -> None:
+    """Bounded load on loopback: batches of requests until stopped or the deadline."""
+    ends = time.monotonic() + deadline_s
+    while not stop.is_set() and time.monotonic() < ends:
+        await send(url, 400, concurrency=8)
+
+
+def reader(source: ProxySource) -> Any:
+    async def read(metric: str, of: str | None, _source: str | None) -> Any:
+        return await source.read(metric, of)
+
+    return read
+
+
+async def run_controller(
+    tmp_path: Path, rig_: Rig, plan: Path, notes: list[tuple[str, str, dict[str, Any]]], **kw: Any
+) -> Any:
+    with Runbook.open(plan) as runbook:
+        controller = Controller(
+            runbook,
+            rig_.router,
+            reader(rig_.source),
+            notify=lambda kind, title, evidence: notes.append((kind, title, evidence)),
+            interval=0.2,
+            graceful_step_s=0.2,
+        )
+        return await controller.run()
+
+
+def test_three_auto_phases_end_with_all_traffic_on_new(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(load(r.url, stop))
+            notes: list[tuple[str, str, dict[str, Any]]] = []
+            try:
+                result = await run_controller(tmp_path, r, write_plan(tmp_path), notes)
+            finally:
+                stop.set()
+                await traffic
+            assert result.outcome == "completed", result
+            assert result.phases_passed == ["canary", "staged", "full"]
+            assert (await r.router.weights())["new"] == 100
+            assert [k for k, _, _ in notes].count("phase_passed") == 3
+            assert notes[-1][0] == "complete"
+
+    asyncio.run(scenario())
+
+
+def test_an_error_spike_in_phase_two_rolls_back_immediately_with_evidence(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(load(r.url, stop))
+            notes: list[tuple[str, str, dict[str, Any]]] = []
+            plan = write_plan(tmp_path)
+
+            async def inject() -> None:
+                # once phase 2 has started, the new app fails 10% of requests
+                while (await r.router.weights())["new"] < 50:
+                    await asyncio.sleep(0.05)
+                r.new_faults.error_rate = 0.10
+
+            injector = asyncio.create_task(inject())
+            try:
+                result = await run_controller(tmp_path, r, plan, notes)
+            finally:
+                stop.set()
+                await traffic
+                injector.cancel()
+            assert result.outcome == "rolled_back", result
+            assert result.phases_passed == ["canary"]
+            assert (await r.router.weights())["new"] == 0
+            rollback = [n for n in notes if n[0] == "rollback"]
+            assert rollback, notes
+            evidence = rollback[0][2]
+            assert evidence["seconds"] < 1.0  # 0% to new within a second of the verdict
+            assert evidence["verdicts"][0]["observed"] > 0.05
+            with Runbook.open(plan) as runbook:
+                done = runbook.journal.latest(ROLLBACK_DONE)
+                assert done is not None and done.payload["mode"] in ("immediate", "graceful")
+                assert runbook.journal.latest(VERDICT) is not None
+
+    asyncio.run(scenario())
+
+
+def test_a_manual_decision_waits_for_approve(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(load(r.url, stop))
+            notes: list[tuple[str, str, dict[str, Any]]] = []
+            plan = write_plan(tmp_path, ("manual", "auto", "auto"))
+            run = asyncio.create_task(run_controller(tmp_path, r, plan, notes))
+            try:
+                for _ in range(200):
+                    if any(k == "decision_needed" for k, _, _ in notes):
+                        break
+                    await asyncio.sleep(0.1)
+                assert any(k == "decision_needed" for k, _, _ in notes), notes
+                await asyncio.sleep(1.0)
+                assert not run.done()  # still waiting: no approval yet
+                assert (await r.router.weights())["new"] == 10
+                with Runbook.open(plan) as runbook:
+                    approve(runbook, "canary", by="alice")
+                result = await asyncio.wait_for(run, 60)
+            finally:
+                stop.set()
+                await traffic
+            assert result.outcome == "completed"
+
+    asyncio.run(scenario())
+
+
+def test_rollback_from_another_shell_is_acted_on(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(load(r.url, stop))
+            notes: list[tuple[str, str, dict[str, Any]]] = []
+            plan = write_plan(tmp_path, ("manual", "auto", "auto"))
+            run = asyncio.create_task(run_controller(tmp_path, r, plan, notes))
+            try:
+                while (await r.router.weights())["new"] < 10:
+                    await asyncio.sleep(0.05)
+                with Runbook.open(plan) as runbook:
+                    request_rollback(runbook, "immediate", "pager says so", by="bob")
+                result = await asyncio.wait_for(run, 30)
+            finally:
+                stop.set()
+                await traffic
+            assert result.outcome == "rolled_back"
+            assert result.rollback["reason"] == "pager says so"
+            assert (await r.router.weights())["new"] == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("kill_after", [0.5, 2.5])
+def test_a_controller_stopped_mid_run_resumes_without_repeating_actions(
+    tmp_path: Path, kill_after: float
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            stop = asyncio.Event()
+            traffic = asyncio.create_task(load(r.url, stop))
+            notes: list[tuple[str, str, dict[str, Any]]] = []
+            plan = write_plan(tmp_path)
+            first = asyncio.create_task(run_controller(tmp_path, r, plan, notes))
+            await asyncio.sleep(kill_after)
+            first.cancel()  # like a kill: nothing after this point runs
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            try:
+                result = await run_controller(tmp_path, r, plan, notes)
+            finally:
+                stop.set()
+                await traffic
+            assert result.outcome == "completed"
+            with Runbook.open(plan) as runbook:
+                routes = [
+                    e.payload["weight"]
+                    for e in runbook.journal.events(kinds=["action.outcome"])
+                    if e.payload.get("ok")
+                ]
+            # each phase's weight was set once (a reconcile may re-set the current one)
+            assert [w for w in routes if w in (10.0, 50.0, 100.0)].count(100.0) == 1
+
+    asyncio.run(scenario())
