@@ -18,7 +18,7 @@ from changeover.cli_common import CONTEXT, _print_json, err, json_option, out, p
 
 @click.group(context_settings=CONTEXT)
 def migrate() -> None:
-    """SQLite → PostgreSQL: plan the schema and audit the data (copy, sync, verify come next)."""
+    """SQLite → PostgreSQL: plan, copy, sync, verify, hand off writes and back, status."""
 
 
 @migrate.command("plan")

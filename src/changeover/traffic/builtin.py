@@ -41,6 +41,7 @@ class BuiltinRouter:
         verify: bool = True,
     ) -> None:
         self.admin = admin.rstrip("/")
+        self.token = token  # for other clients of the same admin API (the metrics source)
         self.servers = list(servers)
         self.timeout = timeout
         headers = {"Authorization": f"Bearer {token}"} if token else {}

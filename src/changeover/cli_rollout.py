@@ -1,0 +1,126 @@
+"""``changeover run``, ``approve``, ``rollback``: the day-of commands (``changeover.rollout``)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from changeover.cli_common import _print_json, err, json_option, out, plan_option
+
+
+@click.command()
+@plan_option
+@click.option("--router", "router_name", help="Router system of the plan (if several).")
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between evaluations."
+)
+@json_option
+def run(plan: Path, router_name: str | None, interval: float, json_: bool) -> None:
+    """Run the plan's traffic phases: checks, actions, gates, decisions, rollback triggers.
+
+    Resumable: run it again after any interruption and it continues where the journal says.
+    Exit 0 when the cutover completed, 1 when it rolled back or a pre-check failed.
+
+    Example: changeover run --plan changeover.yaml
+    """
+    from changeover.engine.runbook import Runbook
+    from changeover.traffic.route import open_plan_router
+
+    with Runbook.open(plan) as runbook:
+        _, router = open_plan_router(runbook, router_name)
+        result = asyncio.run(_run(runbook, router, interval, json_))
+    if json_:
+        _print_json(result.to_json())
+    elif result.outcome == "completed":
+        out.print(f"cutover complete: phases {', '.join(result.phases_passed)} passed")
+    else:
+        rollback = result.rollback or {}
+        err.print(f"rolled back ({rollback.get('mode')}): {rollback.get('reason')}", markup=False)
+    sys.exit(0 if result.outcome == "completed" else 1)
+
+
+async def _run(runbook: Any, router: Any, interval: float, json_: bool) -> Any:
+    from changeover.notify.message import Notification
+    from changeover.notify.notifier import notifier_for
+    from changeover.rollout.controller import Controller
+
+    read = _reader(router)
+    notifier = notifier_for(runbook.plan, runbook.journal, base_dir=runbook.loaded.base_dir)
+
+    def notify(kind: str, title: str, evidence: dict[str, Any]) -> None:
+        notifier.send_nowait(Notification(kind, title, evidence=evidence))  # type: ignore[arg-type]
+        if not json_:
+            err.print(f"[{kind}] {title}", markup=False)
+
+    controller = Controller(runbook, router, read, notify=notify, interval=interval)
+    try:
+        return await controller.run()
+    finally:
+        await notifier.drain(timeout=10)
+        await router.close()
+
+
+def _reader(router: Any) -> Any:
+    """Metrics from the built-in proxy when it is the router; the rest from the registry."""
+    import time
+
+    from changeover.metrics.base import Observation
+    from changeover.traffic.builtin import BuiltinRouter
+
+    proxy = None
+    if isinstance(router, BuiltinRouter):
+        from changeover.metrics.proxy import ProxySource
+
+        proxy = ProxySource(router.admin, router.token)
+
+    async def read(metric: str, of: str | None, source: str | None) -> Observation:
+        if proxy is not None and proxy.serves(metric) and source is None:
+            return await proxy.read(metric, of)
+        return Observation.missing(
+            metric, of, time.time(), f"no metric source for {metric} is configured yet"
+        )
+
+    return read
+
+
+@click.command()
+@click.argument("phase")
+@click.option("--by", required=True, help="Who approves.")
+@plan_option
+def approve(phase: str, by: str, plan: Path) -> None:
+    """Approve a phase's manual decision; the running controller proceeds.
+
+    Example: changeover approve canary --by alice
+    """
+    from changeover.engine.runbook import Runbook
+    from changeover.rollout.controller import approve as approve_phase
+
+    with Runbook.open(plan) as runbook:
+        approve_phase(runbook, phase, by)
+    out.print(f"approved {phase} (by {by})")
+
+
+@click.command()
+@click.option("--immediate", "mode", flag_value="immediate", default=True, help="All at once.")
+@click.option("--graceful", "mode", flag_value="graceful", help="Step down 50 → 10 → 0 %.")
+@click.option("--reason", required=True, help="Why (journaled and sent with the notification).")
+@click.option("--by", required=True, help="Who asks for it.")
+@plan_option
+def rollback(mode: str, reason: str, by: str, plan: Path) -> None:
+    """Roll back to legacy from any shell: the running controller acts on it within a second.
+
+    Example: changeover rollback --immediate --reason "5xx spike on /checkout" --by alice
+    """
+    from changeover.engine.runbook import Runbook
+    from changeover.rollout.controller import request_rollback
+
+    with Runbook.open(plan) as runbook:
+        request_rollback(runbook, mode, reason, by)
+    out.print(
+        f"{mode} rollback requested; 'changeover run' carries it out (start it if it is not "
+        "running)"
+    )
