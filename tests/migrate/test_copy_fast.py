@@ -25,6 +25,9 @@ from changeover.migrate.values import RawText, Unrepresentable, converter
 from migrate.corpus import make_app_db, make_weird_db
 
 REFUSED = "refused"
+# SQLite 3.42+ json_valid accepts JSON5: JSON columns then have no fast lane (fastlane docstring).
+JSON_LANE = sqlite3.sqlite_version_info < (3, 42)
+needs_json_lane = pytest.mark.skipif(not JSON_LANE, reason="no JSON fast lane on SQLite 3.42+")
 
 
 def through_both(
@@ -247,6 +250,8 @@ TEXTS: list[object] = [
 
 @pytest.mark.parametrize("pg_type", ["text", "varchar(5)", "varchar(300)", "bytea", "json"])
 def test_text_values_match_python_and_bad_bytes_never_pass(pg_type: str) -> None:
+    if pg_type == "json" and not JSON_LANE:
+        pytest.skip("no JSON fast lane on SQLite 3.42+")
     fast = {"text": 12, "varchar(5)": 4, "varchar(300)": 12, "bytea": 2, "json": 2}[pg_type]
     for declared in ("", "TEXT", "VARCHAR(5)", "JSON", "BLOB"):
         assert_parity(through_both(pg_type, TEXTS, declared=declared), fast=fast)
@@ -293,6 +298,7 @@ JSONS: list[object] = [
 ]
 
 
+@needs_json_lane
 def test_json_values_match_python_strict_parsing() -> None:
     for declared in ("", "JSON", "TEXT"):
         assert_parity(through_both("json", JSONS, declared=declared), fast=10)
@@ -365,6 +371,8 @@ def test_app_corpus_loads_identically_with_and_without_the_lane(
     source = sqlite3.connect(db)
     for table in plan_schema(introspect(db)).tables:
         lane = fast_lane(source, table)
+        if lane is None and not JSON_LANE and table.name == "sessions":
+            continue
         assert lane is not None, table.name
         where = lane.slow_condition(unclean=False)
         left = source.execute(f"SELECT count(*) FROM {quote(table.source)} WHERE {where}")
