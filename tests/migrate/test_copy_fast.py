@@ -374,7 +374,7 @@ def test_app_corpus_loads_identically_with_and_without_the_lane(
         if lane is None and not JSON_LANE and table.name == "sessions":
             continue
         assert lane is not None, table.name
-        where = lane.slow_condition(unclean=False)
+        where = lane.slow_condition()
         left = source.execute(f"SELECT count(*) FROM {quote(table.source)} WHERE {where}")
         assert left.fetchone() == (0,), f"{table.name}: rows left to Python"
     source.close()

@@ -455,10 +455,8 @@ def _load(
         slow = f"SELECT {select} FROM {quote(table.source)}"
         if lane is not None:
             # Pass 1: SQLite writes the lines; pass 2 (Python) takes the rows it left, in order.
-            pending, unclean = _load_fast(
-                source, copy, lane, table, order, counts, progress, cancel
-            )
-            slow = f"{slow} WHERE {lane.slow_condition(unclean)}" if pending else ""
+            pending = _load_fast(source, copy, lane, table, order, counts, progress, cancel)
+            slow = f"{slow} WHERE {lane.slow_condition()}" if pending else ""
         if slow and not cancel.is_set():
             rows = source.execute(f"{slow} ORDER BY {order}")
             _load_rows(rows, copy, table, on_error, counts, progress, cancel)
@@ -494,21 +492,19 @@ def _load_fast(
     counts: _Counts,
     progress: Progress | None,
     cancel: _Flag,
-) -> tuple[int, bool]:
-    """Send the lines SQLite wrote; returns (rows left to Python, whether a line was unclean)."""
+) -> int:
+    """Send the clean lines SQLite wrote; returns how many rows are left to Python."""
     cursor = source.execute(lane.query(quote(table.source), order))
     pending = 0
-    unclean = False
     while True:
         rows = cursor.fetchmany(FAST_BATCH_ROWS)
         if not rows or cancel.is_set():
             break
         data = b"".join([row[0] for row in rows])
         if not fastlane.clean(data):
-            # NUL or invalid UTF-8 somewhere in the batch: keep the clean lines only.
-            unclean = True
+            # A row left to Python, a NUL or invalid UTF-8 in the batch: the clean lines only.
             data = b"".join([row[0] for row in rows if fastlane.clean(row[0])])
-        # Text newlines are escaped, so each newline ends one line; a slow row is x''.
+        # Text newlines are escaped, so each newline ends one line.
         lines = data.count(b"\n")
         pending += len(rows) - lines
         if data:
@@ -517,7 +513,7 @@ def _load_fast(
         counts.size += len(data)
         if progress is not None:
             progress(table.name, counts.copied, counts.size)
-    return pending, unclean
+    return pending
 
 
 def _load_rows(

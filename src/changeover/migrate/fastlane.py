@@ -22,6 +22,8 @@ FLOAT_FUNCTION = "changeover_float"
 CLEAN_FUNCTION = "changeover_clean"
 # Longer JSON goes the Python way: json.loads refuses >4300-digit numbers and deep nesting.
 JSON_FAST_LIMIT = 1800
+_SLOW = "CAST(x'ff' AS TEXT)"
+_PRINTF_ARGS = 100
 
 _INT_RANGES = {
     "bigint": None,
@@ -54,19 +56,20 @@ def enabled() -> bool:
 
 @dataclass(frozen=True)
 class FastLane:
-    """``line`` is the SQL expression of a row's COPY line (with its newline) or NULL."""
+    """``line`` is the SQL expression of a row's COPY line (with its newline).
+
+    A value the lane leaves to Python writes the byte 0xFF (never in UTF-8), so its line fails
+    ``clean`` like a line with a NUL or invalid UTF-8, and all three go the Python way.
+    """
 
     line: str
 
     def query(self, source: str, order: str) -> str:
-        # x'' for a slow row: the lines join without a test per row; newlines count them.
-        return f"SELECT coalesce(CAST({self.line} AS BLOB), x'') FROM {source} ORDER BY {order}"
+        return f"SELECT CAST({self.line} AS BLOB) FROM {source} ORDER BY {order}"
 
-    def slow_condition(self, unclean: bool) -> str:
-        """The rows the fast lane left to Python (``unclean``: also lines Python refused)."""
-        if unclean:
-            return f"({self.line}) IS NULL OR NOT {CLEAN_FUNCTION}(CAST({self.line} AS BLOB))"
-        return f"({self.line}) IS NULL"
+    def slow_condition(self) -> str:
+        """The rows the fast lane leaves to Python."""
+        return f"NOT {CLEAN_FUNCTION}(CAST({self.line} AS BLOB))"
 
 
 def fast_lane(conn: sqlite3.Connection, table: PgTable) -> FastLane | None:
@@ -81,11 +84,18 @@ def fast_lane(conn: sqlite3.Connection, table: PgTable) -> FastLane | None:
         body = _value_sql(column, ref, json_check)
         if body is None:
             return None
-        null = "NULL" if column.notnull else "'\\N'"
-        fields.append(f"(CASE WHEN {ref} IS NULL THEN {null} ELSE {body} END)")
+        null = _SLOW if column.notnull else "'\\N'"
+        fields.append(f"coalesce(CASE WHEN {ref} IS NULL THEN {null} ELSE {body} END, {_SLOW})")
     conn.create_function(FLOAT_FUNCTION, 1, float_field, deterministic=True)
     conn.create_function(CLEAN_FUNCTION, 1, clean, deterministic=True)
-    return FastLane(" || '\t' || ".join(fields) + " || '\n'")
+    # One printf() per (up to) 100 fields: one string built, where || copies it per field.
+    # printf's %s stops at a NUL byte: text fields with a NUL write _SLOW instead (_escaped).
+    chunks = [fields[i : i + _PRINTF_ARGS] for i in range(0, len(fields), _PRINTF_ARGS)]
+    parts = []
+    for chunk in chunks:
+        fmt = "\t".join(["%s"] * len(chunk))
+        parts.append(f"printf('{fmt}', {', '.join(chunk)})")
+    return FastLane(" || '\t' || ".join(parts) + " || '\n'")
 
 
 def float_field(value: object) -> str | None:
@@ -126,10 +136,10 @@ def _json_check(conn: sqlite3.Connection) -> str | None:
 
 def _escaped(x: str) -> str:
     # COPY text escapes; replace() only when instr() finds one of the four characters (four
-    # instr() calls cost less than one GLOB '*[...]*' scan in SQLite 3.40).
+    # instr() calls cost less than one GLOB '*[...]*' scan in SQLite 3.40). A NUL: to Python.
     found = " OR ".join(f"instr({x}, '{c}')" for c in ("\\", "\t", "\n", "\r"))
     return (
-        f"CASE WHEN {found} THEN "
+        f"CASE WHEN instr({x}, char(0)) THEN NULL WHEN {found} THEN "
         f"replace(replace(replace(replace({x}, '\\', '\\\\'), '\t', '\\t'), '\n', '\\n'), "
         f"'\r', '\\r') ELSE {x} END"
     )
