@@ -10,9 +10,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from changeover.metrics.base import Observation
-from changeover.metrics.postgres import PostgresSource
-from changeover.services import PostgresServer
+from changeover.metrics.postgres import MEAN_UNIT, PostgresSource
+from changeover.services import PostgresServer, find_postgres_bin_dir, start_postgres
 from support.backends import free_port
+from support.binaries import missing
 
 
 def read(url: str, *metrics: str, **options: float) -> list[Observation]:
@@ -101,3 +102,16 @@ def test_a_wrong_password_is_unavailable(pg_url: str) -> None:
     )
     (obs,) = read(wrong, "database_errors")
     assert obs.unavailable is not None and "password authentication failed" in obs.unavailable
+
+
+def test_db_latency_with_pg_stat_statements_is_the_mean_query_time() -> None:
+    if find_postgres_bin_dir() is None:
+        missing("PostgreSQL", "postgresql")
+    settings = {"shared_preload_libraries": "pg_stat_statements"}
+    with start_postgres(settings=settings) as server:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+            conn.execute("SELECT pg_sleep(0.2)")
+        (obs,) = read(server.url, "db_latency_p95")
+    assert obs.unit == MEAN_UNIT
+    assert obs.value is not None and 0 < obs.value < 0.2  # the sleep among quicker statements

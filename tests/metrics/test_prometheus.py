@@ -107,3 +107,9 @@ def test_an_unreachable_prometheus_is_unavailable() -> None:
 def test_a_ratio_query_needs_a_total() -> None:
     with pytest.raises(ValueError):
         PromQuery("ratio", "sum(x)")
+
+
+def test_cpu_is_the_rate_of_cpu_seconds_in_percent(prometheus: PrometheusServer) -> None:
+    prometheus.wait_for('rate(process_cpu_seconds_total{job="new"}[1m])')  # two scrapes
+    obs = read(PrometheusSource(prometheus.url), "cpu")
+    assert obs.unit == "%" and obs.value is not None and 0 <= obs.value < 400
