@@ -1,9 +1,9 @@
 """The bulk copy's fast lane: SQLite writes a row's whole COPY text line itself (C speed).
 
 ``fast_lane(conn, table)`` gives one SQL expression per table that yields the escaped line when
-every value of the row is in a common, unambiguous form (rules per type in ``_value_sql``), else
-NULL; the copy sends NULL rows, and lines holding a NUL byte or invalid UTF-8 (checked in Python),
-through ``values.converter`` unchanged. A line is the Python path's answer, field for field.
+every value of the row is in a common, unambiguous form (rules per type in ``_value_sql``); a
+value outside them writes 0xFF instead. Lines that are not clean UTF-8 without NUL (``clean``,
+checked in Python) go through ``values.converter`` unchanged: the lane never decides a refusal.
 """
 
 from __future__ import annotations
