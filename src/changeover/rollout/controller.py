@@ -49,7 +49,7 @@ from changeover.traffic.router import Router
 Reader = Callable[[str, str | None, str | None], Awaitable[Observation]]  # metric, of, source
 Notify = Callable[[str, str, dict[str, Any]], None]  # kind, title, evidence (must not block)
 GRACEFUL_STEPS = (50.0, 10.0, 0.0)
-HEARTBEAT_S = 5.0
+HEARTBEAT_S = 1.0  # how much observed monitoring time a kill can lose
 
 
 class RolloutStopped(ChangeoverError):
