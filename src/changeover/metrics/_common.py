@@ -31,8 +31,8 @@ class Failed(Exception):
 
 
 def missing(metric: str, of: str | None, reason: str) -> Observation:
-    """An unavailable observation, its reason scrubbed of every registered secret."""
-    return Observation.missing(metric, of, wall_clock(), REDACTOR.scrub(reason).strip())
+    """An unavailable observation, its reason on one line, scrubbed of every known secret."""
+    return Observation.missing(metric, of, wall_clock(), " ".join(REDACTOR.scrub(reason).split()))
 
 
 async def get(

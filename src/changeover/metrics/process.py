@@ -110,7 +110,7 @@ class ProcessSource:
             await asyncio.sleep(FIRST_SAMPLE_S)  # no earlier reading: take a short one
             first, now = now, _cpu_times(processes)
         else:
-            first = self._cpu
+            first = dict(self._cpu)
         self._cpu.update(now)
         percent = 0.0
         for key, (seconds, at) in now.items():
