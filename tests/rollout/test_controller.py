@@ -282,3 +282,76 @@ def test_a_controller_stopped_mid_run_resumes_without_repeating_actions(
             assert [w for w in routes if w in (10.0, 50.0, 100.0)].count(100.0) == 1
 
     asyncio.run(scenario())
+
+
+MIGRATING_PLAN = """
+version: 1
+name: controller with the data handoff
+cutover_at: 2026-12-01T02:00:00Z
+contacts: [{{role: lead, title: Deployment Lead}}]
+systems:
+  legacy: {{kind: app, url: "http://127.0.0.1:1"}}
+  new: {{kind: app, url: "http://127.0.0.1:2"}}
+  postgres: {{kind: postgres, url: "${{PG_URL}}"}}
+migrate: {{source: app.db, target: postgres}}
+stages:
+  - id: full
+    title: Phase 100%
+    phase:
+      weight: 100
+      bake: {{min: 1s, max: 60s}}
+      decision: {{title: done?, mode: manual}}
+    sections:
+      - title: Deployment
+        steps:
+          - id: full-route
+            title: Route 100%
+            action: {{route: {{weight: 100}}}}
+          - id: full-handoff
+            title: Hand writes to the new app
+            action: {{migrate.handoff: {{}}}}
+          - id: full-readonly
+            title: Configure Python app to read-only mode
+            action: {{readonly: {{system: legacy}}}}
+"""
+
+
+def test_a_rollback_after_the_data_handoff_hands_writes_back_without_loss(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    import psycopg
+
+    from changeover.migrate.copy import copy_database
+    from changeover.migrate.handoff import read_handoff
+    from changeover.migrate.schema import plan_schema
+    from changeover.migrate.sqlite import introspect
+    from migrate.corpus import make_app_db
+
+    db = make_app_db(tmp_path / "app.db", rows=20)
+    copy_database(db, pg_url, plan_schema(introspect(db)), jobs=1, capture=True)
+    monkeypatch.setenv("PG_URL", pg_url)
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(MIGRATING_PLAN.format(), encoding="utf-8")
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            notes: list[tuple[str, str, dict[str, Any]]] = []
+            run = asyncio.create_task(run_controller(tmp_path, r, plan, notes))
+            while read_handoff(pg_url).owner != "new":
+                assert not run.done(), run.result()
+                await asyncio.sleep(0.1)
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # the new app writes
+                conn.execute("UPDATE users SET name = 'written on new' WHERE id = 3")
+            with Runbook.open(plan) as runbook:
+                request_rollback(runbook, "immediate", "drill", by="carol")
+            result = await asyncio.wait_for(run, 60)
+            assert result.outcome == "rolled_back"
+            assert result.rollback["writes"] == "legacy (handed back)"
+            assert (await r.router.weights())["new"] == 0
+
+    asyncio.run(scenario())
+    assert read_handoff(pg_url).owner == "legacy"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT name FROM users WHERE id = 3").fetchone() == ("written on new",)

@@ -29,6 +29,8 @@ from changeover.errors import ChangeoverError
 from changeover.journal import ACTION_INTENT, ACTION_OUTCOME
 from changeover.metrics.base import Observation
 from changeover.plan.model import Gate, Stage, Step
+from changeover.rollout import actions
+from changeover.rollout.actions import AUTOMATED
 from changeover.rollout.gates import Reading, phase_gate, trigger_gate
 from changeover.rollout.state import (
     APPROVED,
@@ -176,6 +178,22 @@ class Controller:
         name, params = step.action.action, step.action.params
         if name == "route":
             await self._set_weight(float(params["weight"]), step=step.id)
+            return
+        if name in AUTOMATED:
+            payload = {"step": step.id, "action": name}
+            self._log(ACTION_INTENT, payload)
+            try:
+                if name == "migrate.handoff":
+                    detail = await actions.handoff(self.runbook, self.router, "new")
+                else:
+                    detail = await asyncio.to_thread(actions.readonly, params, self.router)
+            except (actions.ActionFailed, ChangeoverError) as exc:
+                self._log(ACTION_OUTCOME, {**payload, "ok": False, "error": str(exc)})
+                raise RolloutStopped(
+                    f"action {step.id!r} ({step.title}) failed: {exc}; traffic is unchanged — "
+                    "fix it and run 'changeover run' again (or roll back)"
+                ) from exc
+            self._log(ACTION_OUTCOME, {**payload, "ok": True, "detail": detail})
             return
         # Not automated yet: the step is done by hand and signed off.
         self._log(ACTION_INTENT, {"step": step.id, "action": name, "manual": True})
@@ -343,6 +361,20 @@ class Controller:
 
     # --- rollback --------------------------------------------------------------------------
 
+    async def _hand_writes_back(self) -> str:
+        """After the data handoff, writes go back to legacy the same zero-loss way."""
+        if not _handed_off(self.journal.events(kinds=[ACTION_OUTCOME])):
+            return "legacy (never handed off)"
+        payload = {"step": "rollback-handoff", "action": "migrate.handoff", "to": "legacy"}
+        self._log(ACTION_INTENT, payload)
+        try:
+            detail = await actions.handoff(self.runbook, self.router, "legacy")
+        except (actions.ActionFailed, ChangeoverError) as exc:
+            self._log(ACTION_OUTCOME, {**payload, "ok": False, "error": str(exc)})
+            return f"NOT handed back: {exc}; run 'changeover migrate handoff --back'"
+        self._log(ACTION_OUTCOME, {**payload, "ok": True, "detail": detail})
+        return "legacy (handed back)"
+
     async def _rollback(self, mode: str, request: dict[str, Any], state: RolloutState) -> RunResult:
         reason = str(request.get("reason", "requested"))
         evidence = request.get("evidence", {})
@@ -358,13 +390,18 @@ class Controller:
         else:
             await self._set_weight(0.0, step="rollback")
         seconds = round(time.monotonic() - started, 3)
-        self._log(ROLLBACK_DONE, {"mode": mode, "seconds": seconds})
+        handback = await self._hand_writes_back()
+        self._log(ROLLBACK_DONE, {"mode": mode, "seconds": seconds, "writes": handback})
         self.notify(
             "rollback",
             f"ROLLBACK ({mode}): all traffic back on legacy — {reason}",
-            {"reason": reason, "seconds": seconds, **evidence},
+            {"reason": reason, "seconds": seconds, "writes": handback, **evidence},
         )
         return RunResult("rolled_back", self.state().passed, self.state().rolled_back)
+
+
+def _handed_off(events: Any) -> bool:
+    return any(e.payload.get("action") == "migrate.handoff" and e.payload.get("ok") for e in events)
 
 
 def request_rollback(runbook: Runbook, mode: str, reason: str, by: str) -> None:
