@@ -47,8 +47,9 @@ async def _run(runbook: Any, router: Any, interval: float, json_: bool) -> Any:
     from changeover.notify.message import Notification
     from changeover.notify.notifier import notifier_for
     from changeover.rollout.controller import Controller
+    from changeover.rollout.sources import metrics_for
 
-    read = _reader(router)
+    metrics = metrics_for(runbook, router)
     notifier = notifier_for(runbook.plan, runbook.journal, base_dir=runbook.loaded.base_dir)
 
     def notify(kind: str, title: str, evidence: dict[str, Any]) -> None:
@@ -56,35 +57,13 @@ async def _run(runbook: Any, router: Any, interval: float, json_: bool) -> Any:
         if not json_:
             err.print(f"[{kind}] {title}", markup=False)
 
-    controller = Controller(runbook, router, read, notify=notify, interval=interval)
+    controller = Controller(runbook, router, metrics.read, notify=notify, interval=interval)
     try:
         return await controller.run()
     finally:
         await notifier.drain(timeout=10)
+        await metrics.close()
         await router.close()
-
-
-def _reader(router: Any) -> Any:
-    """Metrics from the built-in proxy when it is the router; the rest from the registry."""
-    import time
-
-    from changeover.metrics.base import Observation
-    from changeover.traffic.builtin import BuiltinRouter
-
-    proxy = None
-    if isinstance(router, BuiltinRouter):
-        from changeover.metrics.proxy import ProxySource
-
-        proxy = ProxySource(router.admin, router.token)
-
-    async def read(metric: str, of: str | None, source: str | None) -> Observation:
-        if proxy is not None and proxy.serves(metric) and source is None:
-            return await proxy.read(metric, of)
-        return Observation.missing(
-            metric, of, time.time(), f"no metric source for {metric} is configured yet"
-        )
-
-    return read
 
 
 @click.command()
