@@ -1,4 +1,4 @@
-"""Data migration benchmarks 1, 3 and 4 of issue 4: copy, sync lag, handoff write pause.
+"""Data migration benchmarks 1–4 of issue 4: copy, full verify, sync lag, handoff write pause.
 
 Benchmark 1 (``--only copy``): our bulk copy against pgloader and ``psql \\copy``.
 
@@ -7,10 +7,12 @@ one run: ``copy_database(jobs=2)``, pgloader (Debian package) and the ceiling, `
 the same rows pre-exported to COPY text files. Each contender gets a fresh database per round;
 afterwards every table is compared with SQLite (rows, non-NULL counts, sums, text lengths).
 ``--write`` replaces the "Data migration" section of BENCHMARKS.md with the measured tables.
-Benchmark 3 (``--only sync``): lag p50/p95/p99 of ``migrate sync`` at 1,000 legacy writes/s and
-the capture triggers' cost on the legacy write rate. Benchmark 4 (``--only handoff``): the write
+Benchmark 2 (``--only verify``): full ``verify_database`` (jobs=1 and 2) against reading both
+sides once, on the same corpus; its block goes right after the copy section. Benchmark 3
+(``--only sync``): lag p50/p95/p99 of ``migrate sync`` at 1,000 legacy writes/s and the capture
+triggers' cost on the legacy write rate. Benchmark 4 (``--only handoff``): the write
 pause of handoffs there and back at 200 writes/s through the built-in proxy, and lost or
-duplicated writes. Each writes its own block after the copy section.
+duplicated writes. Each writes its own block after the copy section (and verify's).
 
     python benchmarks/migrate_bench.py --write     # 1.05M rows, 3 rounds, a few minutes
     python benchmarks/migrate_bench.py --smoke     # seconds; what CI runs (numbers meaningless)
@@ -1036,8 +1038,198 @@ def render_handoff(report: HandoffReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_block(path: Path, begin: str, end: str, block: str) -> None:
-    """Replace one block of ``path`` or insert it after the copy section (before the notes)."""
+# --- benchmark 2: full verify against reading both sides once ---------------------------------
+
+VERIFY_BEGIN = (
+    "<!-- migrate-bench:verify:begin (written by benchmarks/migrate_bench.py --write) -->"
+)
+VERIFY_END = "<!-- migrate-bench:verify:end -->"
+GOAL_VERIFY_RATIO = 1.5  # full verify's seconds over the seconds of reading both sides once
+VERIFY_LABELS = {
+    "read": "read both sides once (1 process, sequential)",
+    "verify1": "verify_database, full, jobs=1",
+    "verify2": "verify_database, full, jobs=2 (default over 16 MB)",
+}
+
+
+@dataclass
+class VerifyBenchReport:
+    settings: Settings
+    started: datetime.datetime
+    command: str
+    machine: dict[str, str]
+    source_rows: int
+    source_mb: float
+    seconds: dict[str, list[float]]  # VERIFY_LABELS key → one per round
+    copy_bytes: int  # the COPY text the read pass received from PostgreSQL
+    verified_rows: int  # rows verify_database compared (every round must find all equal)
+    load: tuple[tuple[float, ...], tuple[float, ...]]
+
+    def median(self, key: str) -> float:
+        return statistics.median(self.seconds[key])
+
+
+def read_both_sides(db: Path, url: str, plan: PgPlan) -> tuple[int, int]:
+    """Every table once from each side, sequentially, in verify's key order, no conversion.
+
+    The statements are verify's own (``_Codec``): SQLite with ``text_factory = RawText`` and
+    ``fetchmany`` like its merge; PostgreSQL ``COPY (SELECT … ORDER BY key) TO STDOUT`` taken as
+    raw blocks. Returns the rows read from SQLite and the bytes of COPY output."""
+    from changeover.migrate.values import RawText
+    from changeover.migrate.verify import FETCH_ROWS, _Codec, _full_pg_sql
+
+    rows = pg_bytes = 0
+    source = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    source.text_factory = RawText
+    try:
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
+            for table in plan.tables:
+                codec = _Codec(table, "public")
+                result = source.execute(f"{codec.sqlite_select} ORDER BY {codec.sqlite_order}")
+                while batch := result.fetchmany(FETCH_ROWS):
+                    rows += len(batch)  # values stay as SQLite returned them
+                with cursor.copy(_full_pg_sql(codec)) as copy:
+                    for block in copy:
+                        pg_bytes += len(block)
+    finally:
+        source.close()
+    return rows, pg_bytes
+
+
+def run_verify_bench(settings: Settings, *, command: str) -> VerifyBenchReport:
+    from changeover.migrate.verify import verify_database
+
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="migrate-verify-") as tmp, start_postgres() as server:
+        db = make_app_db(Path(tmp) / "app.db", rows=settings.scale)
+        plan = plan_schema(introspect(db))
+        source_rows = sum(sqlite_counts(db, [t.source for t in plan.tables]).values())
+        source_mb = db.stat().st_size / 2**20
+        host = machine(server)
+        server.create_database("bench_verify")
+        url = server.url_for("bench_verify")
+        copy_database(db, url, plan, jobs=JOBS)  # not timed
+        _checkpoint(server)
+        with server.connect("bench_verify") as conn:
+            conn.execute("VACUUM ANALYZE")  # hint bits set before any timing, for every contender
+        print(f"corpus: {source_rows:,} rows copied", flush=True)
+
+        copy_bytes = verified = 0
+
+        def read() -> None:
+            nonlocal copy_bytes
+            rows, copy_bytes = read_both_sides(db, url, plan)
+            if rows != source_rows:
+                raise SystemExit(f"read pass saw {rows:,} SQLite rows, not {source_rows:,}")
+
+        def verify(jobs: int) -> None:
+            nonlocal verified
+            report = verify_database(db, url, plan, jobs=jobs)
+            if not report.equal:
+                raise SystemExit(f"verify (jobs={jobs}) found differences in a fresh copy")
+            verified = sum(t.source_rows for t in report.tables)
+
+        runners: dict[str, Callable[[], None]] = {
+            "read": read,
+            "verify1": lambda: verify(1),
+            "verify2": lambda: verify(2),
+        }
+        read()  # warm-up, not timed: every contender then finds both sides in the page cache
+        keys = list(runners)
+        seconds: dict[str, list[float]] = {k: [] for k in keys}
+        for round_ in range(settings.repeats):
+            order = keys[round_ % len(keys) :] + keys[: round_ % len(keys)]
+            for key in order:
+                began = time.perf_counter()
+                runners[key]()
+                seconds[key].append(time.perf_counter() - began)
+                print(f"  round {round_ + 1} {key:8s} {seconds[key][-1]:7.2f} s", flush=True)
+        server.drop_database("bench_verify")
+    return VerifyBenchReport(
+        settings=settings,
+        started=started,
+        command=command,
+        machine=host,
+        source_rows=source_rows,
+        source_mb=source_mb,
+        seconds=seconds,
+        copy_bytes=copy_bytes,
+        verified_rows=verified,
+        load=(load_before, os.getloadavg()),
+    )
+
+
+def render_verify(report: VerifyBenchReport) -> str:
+    s, m = report.settings, report.machine
+    read = report.median("read")
+    lines = [
+        VERIFY_BEGIN,
+        "### Full verify vs reading both sides once (benchmark 2)",
+        "",
+        f"Measured {report.started:%Y-%m-%d %H:%M} UTC with `{report.command}`; machine: "
+        f"{m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, {_loads(report.load)}; "
+        f"{m['code']}; {m['postgres']} (throwaway server, fsync off).",
+        "",
+        f"- `make_app_db(rows={s.scale:,})`: {report.source_rows:,} rows "
+        f"({report.source_mb:.0f} MiB file) in 6 tables, copied with `copy_database(jobs={JOBS})` "
+        "(not timed), then CHECKPOINT and VACUUM ANALYZE; one untimed read pass first, so every "
+        f"contender finds both sides in the page cache. {s.repeats} round(s), order rotated; "
+        "medians.",
+        "- **read both sides once**: per table, SQLite then PostgreSQL, in one process with "
+        "verify's own statements — SQLite `SELECT <every column> … ORDER BY <key>` "
+        "(`text_factory = RawText`, `fetchmany(2000)`, values left as SQLite returns them) and "
+        "`COPY (SELECT … ORDER BY <key>) TO STDOUT` streamed as raw blocks "
+        f"({report.copy_bytes / 2**20:.0f} MiB), no decoding or conversion: the floor any "
+        "row-by-row verify must pay.",
+        "- **verify_database**: `verify_database(file, url, plan, jobs=N)` in full mode (merge "
+        "of the two ordered streams, every value converted and canonicalised, result recorded "
+        f"in PostgreSQL); every round compared {report.verified_rows:,} SQLite rows and found "
+        "them all equal.",
+        "",
+        "| what | seconds (median) | spread min–max | rows/s | × read |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, label in VERIFY_LABELS.items():
+        med, times = report.median(key), report.seconds[key]
+        lines.append(
+            f"| {label} | {med:.2f} | {min(times):.2f}–{max(times):.2f} | "
+            f"{report.source_rows / med if med else 0:,.0f} | {med / read if read else 0:.2f} |"
+        )
+    one, two = report.median("verify1"), report.median("verify2")
+    ratio1 = one / read if read else float("inf")
+    ratio2 = two / read if read else float("inf")
+    python_share = (one - read) / one if one else 0.0
+    if two < one:
+        split = f"jobs=2 splits it over two processes by table ({one / two:.2f}× faster here)"
+    else:
+        split = (
+            "jobs=2 splits it over two processes by table but was not faster here: the two "
+            "cores were shared with other work (load average above)"
+        )
+    lines += [
+        "",
+        f"Goal full verify ≤ {GOAL_VERIFY_RATIO:g}× the read: jobs=2 {ratio2:.2f}× — "
+        f"{_verdict(ratio2 <= GOAL_VERIFY_RATIO)}; jobs=1 {ratio1:.2f}× — "
+        f"{_verdict(ratio1 <= GOAL_VERIFY_RATIO)}.",
+        "",
+        f"Where the time goes: reading is {read:.2f} s of verify's {one:.2f} s at jobs=1; the "
+        f"other {python_share * 100:.0f}% is Python work per value (conversion to PostgreSQL's "
+        f"text form, canonicalising both sides, key parsing and the merge compare); {split}.",
+        VERIFY_END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_block(
+    path: Path,
+    begin: str,
+    end: str,
+    block: str,
+    after: tuple[str, ...] = (END, VERIFY_END, SYNC_END, HANDOFF_END),
+) -> None:
+    """Replace one block of ``path`` or insert it after the last of ``after`` present (the copy
+    section or a block placed after it), before the hand-written notes."""
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
@@ -1045,7 +1237,7 @@ def write_block(path: Path, begin: str, end: str, block: str) -> None:
         text = head + block.rstrip("\n") + tail
     elif END in text:
         # after the copy section, or after the block of the other benchmark placed after it
-        anchor = max((m for m in (END, SYNC_END, HANDOFF_END) if m in text), key=text.index)
+        anchor = max((m for m in after if m in text), key=text.index)
         head, tail = text.split(anchor, 1)
         text = head + anchor + "\n\n" + block.rstrip("\n") + tail
     else:
@@ -1065,14 +1257,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int)
     parser.add_argument(
         "--only",
-        default="copy,sync,handoff",
-        help="benchmarks to run, comma-separated: copy (1), sync (3), handoff (4)",
+        default="copy,verify,sync,handoff",
+        help="benchmarks to run, comma-separated: copy (1), verify (2), sync (3), handoff (4)",
     )
     args = parser.parse_args(argv)
     only = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = only - {"copy", "sync", "handoff"}
+    unknown = only - {"copy", "verify", "sync", "handoff"}
     if unknown or not only:
-        raise SystemExit(f"migrate_bench: --only takes copy, sync, handoff (got {args.only!r})")
+        raise SystemExit(
+            f"migrate_bench: --only takes copy, verify, sync, handoff (got {args.only!r})"
+        )
     settings = SMOKE if args.smoke else Settings()
     if args.scale is not None:
         settings = Settings(args.scale, settings.repeats)
@@ -1091,6 +1285,11 @@ def main(argv: list[str] | None = None) -> int:
         print(section)
         if args.write:
             write_section(args.output, section)
+    if "verify" in only:
+        block = render_verify(run_verify_bench(settings, command=shown))
+        print(block)
+        if args.write:  # right after the copy section: blocks read in benchmark order
+            write_block(args.output, VERIFY_BEGIN, VERIFY_END, block, after=(END,))
     if "sync" in only:
         sync_settings = SYNC_SMOKE if args.smoke else SyncSettings()
         block = render_sync(run_sync(sync_settings, command=shown))

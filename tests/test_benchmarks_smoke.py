@@ -157,6 +157,34 @@ def test_migrate_handoff_smoke_benchmark_loses_no_write_and_reports_the_pause(
     assert "Goal zero lost or duplicated writes: **met**" in text
 
 
+VERIFY_BEGIN = (
+    "<!-- migrate-bench:verify:begin (written by benchmarks/migrate_bench.py --write) -->"
+)
+
+
+def test_migrate_verify_smoke_benchmark_times_verify_against_one_read_after_the_copy_block(
+    tmp_path: Path,
+) -> None:
+    text = _migrate_smoke(tmp_path, "verify")
+    assert "stale lag" in text  # another benchmark's block is left alone
+    # Benchmark order: copy, verify, then the blocks of benchmarks 3 and 4.
+    assert text.index(MIGRATE_END) < text.index(VERIFY_BEGIN) < text.index(SYNC_BEGIN)
+    assert text.count(VERIFY_BEGIN) == 1
+    assert "compared 21,000 SQLite rows and found them all equal" in text
+    read = _row(text, "read both sides once")
+    assert float(read[1]) > 0 and read[4] == "1.00", read
+    for label in ("verify_database, full, jobs=1", "verify_database, full, jobs=2"):
+        cells = _row(text, label)
+        assert float(cells[3].replace(",", "")) > 0, cells  # rows/s
+        assert float(cells[4]) > 0, cells  # × read
+    assert re.search(
+        r"Goal full verify ≤ 1\.5× the read: jobs=2 [\d.]+× — \*\*(met|NOT met)\*\*; "
+        r"jobs=1 [\d.]+× — \*\*(met|NOT met)\*\*",
+        text,
+    )
+    assert re.search(r"Where the time goes: reading is [\d.]+ s of verify's [\d.]+ s", text)
+
+
 DETECTION_SCRIPT = ROOT / "benchmarks" / "detection.py"
 DETECTION_BEGIN = "<!-- detection-bench:begin (written by benchmarks/detection.py --write) -->"
 DETECTION_END = "<!-- detection-bench:end -->"
