@@ -103,12 +103,16 @@ def _install_signal_handlers() -> None:
 # Small helpers shared by the PostgreSQL and Redis modules.
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (callers retry if it is taken meanwhile)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def free_port(maximum: int = 65535) -> int:
+    """A TCP port on 127.0.0.1 that is free right now (callers retry if it is taken meanwhile),
+    at most ``maximum`` (a Redis cluster node also listens on its port + 10000)."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port <= maximum:
+            return port
+    raise OSError(f"no free loopback port at or below {maximum}")
 
 
 def server_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

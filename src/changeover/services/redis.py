@@ -285,7 +285,9 @@ def _launch(
     config = base / "redis.conf"
     role = "Redis replica" if primary is not None else "Redis"
     for attempt in range(1, _PORT_ATTEMPTS + 1):
-        port = free_port()
+        # A cluster node also listens on port + 10000 (its bus), so keep the port low enough.
+        clustered = str(extra.get("cluster-enabled", "")).lower() == "yes"
+        port = free_port(55535 if clustered else 65535)
         _write_config(config, port, base, password, extra, primary)
         process = ManagedProcess(
             [executable, config],
