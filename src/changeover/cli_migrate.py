@@ -21,6 +21,25 @@ def migrate() -> None:
     """SQLite → PostgreSQL: plan, copy, sync, verify, hand off writes and back, status."""
 
 
+def endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
+    """--source, --target, --plan, --cast, --schema: where the migration reads and writes."""
+    for option in reversed(
+        [
+            click.option("--source", help="SQLite file (sqlite:///path/app.db); default: plan's."),
+            click.option(
+                "--target", help="PostgreSQL URL as a reference ('${PG_URL}'); default: plan's."
+            ),
+            plan_option,
+            click.option(
+                "--cast", "casts", multiple=True, metavar="TABLE.COLUMN=RULE", help="Cast rule."
+            ),
+            click.option("--schema", "schema_name", default="public", show_default=True),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @migrate.command("plan")
 @click.option(
     "--source", help="SQLite file (sqlite:///path/app.db or a path); default: the plan's."
@@ -72,11 +91,7 @@ def _cast_options(casts: tuple[str, ...]) -> dict[str, str]:
 
 
 @migrate.command("copy")
-@click.option("--source", help="SQLite file (sqlite:///path/app.db or a path); default: plan's.")
-@click.option("--target", help="PostgreSQL URL as a reference, e.g. '${PG_URL}'; default: plan's.")
-@plan_option
-@click.option("--cast", "casts", multiple=True, metavar="TABLE.COLUMN=RULE", help="Cast rule.")
-@click.option("--schema", "schema_name", default="public", show_default=True)
+@endpoint_options
 @click.option(
     "--on-error",
     type=click.Choice(["stop", "quarantine"]),
@@ -204,25 +219,6 @@ def _dry_run(
         for statement, reason in result.copy.failed_statements:
             err.print(f"would not be created: {statement}: {reason}", markup=False)
     sys.exit(0 if result.ok else 1)
-
-
-def endpoint_options(command: Callable[..., None]) -> Callable[..., None]:
-    """--source, --target, --plan, --cast, --schema: where the migration reads and writes."""
-    for option in reversed(
-        [
-            click.option("--source", help="SQLite file (sqlite:///path/app.db); default: plan's."),
-            click.option(
-                "--target", help="PostgreSQL URL as a reference ('${PG_URL}'); default: plan's."
-            ),
-            plan_option,
-            click.option(
-                "--cast", "casts", multiple=True, metavar="TABLE.COLUMN=RULE", help="Cast rule."
-            ),
-            click.option("--schema", "schema_name", default="public", show_default=True),
-        ]
-    ):
-        command = option(command)
-    return command
 
 
 @migrate.command("sync")
@@ -575,11 +571,7 @@ class CopyMeter:
 
 
 @migrate.command("verify")
-@click.option("--source", help="SQLite file (sqlite:///path/app.db or a path); default: plan's.")
-@click.option("--target", help="PostgreSQL URL as a reference, e.g. '${PG_URL}'; default: plan's.")
-@plan_option
-@click.option("--cast", "casts", multiple=True, metavar="TABLE.COLUMN=RULE", help="Cast rule.")
-@click.option("--schema", "schema_name", default="public", show_default=True)
+@endpoint_options
 @click.option("--table", "tables", multiple=True, help="Check only this table (repeatable).")
 @click.option(
     "--sample", type=click.IntRange(min=1), help="Check N random keys per table, not every row."
@@ -592,6 +584,11 @@ class CopyMeter:
     help="Differences listed per table (the counts are always exact).",
 )
 @click.option("--jobs", type=click.IntRange(min=1), help="Worker processes (default: by size).")
+@click.option(
+    "--changed",
+    is_flag=True,
+    help="Only the keys the live sync changed since the last verify (needs copy --capture).",
+)
 @json_option
 def migrate_verify(
     source: str | None,
@@ -603,6 +600,7 @@ def migrate_verify(
     sample: int | None,
     max_diffs: int,
     jobs: int | None,
+    changed: bool,
     json_: bool,
 ) -> None:
     """Compare every row in PostgreSQL with SQLite: missing, extra and different rows by key.
@@ -615,16 +613,25 @@ def migrate_verify(
     from changeover.migrate.verify import render, verify_database
 
     path, resolved, pg_plan = resolve_endpoints(source, target, plan, casts)
-    report = verify_database(
-        path,
-        resolved,
-        pg_plan,
-        schema=schema_name,
-        tables=list(tables) or None,
-        sample=sample,
-        max_diffs=max_diffs,
-        jobs=jobs,
-    )
+    if changed:
+        from changeover.migrate.incremental import verify_changed
+
+        count, checked = verify_changed(path, resolved, pg_plan, schema=schema_name)
+        if checked is None:
+            out.print(f"no key changed since the last verify ({count} checked)", markup=False)
+            sys.exit(0)
+        report = checked
+    else:
+        report = verify_database(
+            path,
+            resolved,
+            pg_plan,
+            schema=schema_name,
+            tables=list(tables) or None,
+            sample=sample,
+            max_diffs=max_diffs,
+            jobs=jobs,
+        )
     if json_:
         _print_json(report.to_json())
     else:

@@ -32,6 +32,11 @@ def test_copy_sync_handoff_back_and_unsync_through_the_cli(
     code, out, err = run(capsys, "migrate", "sync", *where, "--once", "--json")
     assert code == 0, err
     assert json.loads(out)["applied"] == 1 and json.loads(out)["lag"]["rows"] == 0
+    code, out, err = run(capsys, "migrate", "verify", *where, "--changed", "--json")
+    assert code == 0, err
+    assert json.loads(out)["equal"] is True
+    code, out, _ = run(capsys, "migrate", "verify", *where, "--changed")
+    assert code == 0 and "no key changed since the last verify" in out
     code, out, err = run(capsys, "migrate", "status", *where, "--json")
     status = json.loads(out)
     assert status["write_owner"] == "legacy" and status["capture"]["sqlite_triggers"]
