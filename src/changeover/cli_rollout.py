@@ -44,19 +44,17 @@ def run(plan: Path, router_name: str | None, interval: float, json_: bool) -> No
 
 
 async def _run(runbook: Any, router: Any, interval: float, json_: bool) -> Any:
-    from changeover.notify.message import Notification
     from changeover.notify.notifier import notifier_for
-    from changeover.rollout.controller import Controller
+    from changeover.rollout.controller import Controller, notify_through
     from changeover.rollout.sources import metrics_for
 
     metrics = metrics_for(runbook, router)
     notifier = notifier_for(runbook.plan, runbook.journal, base_dir=runbook.loaded.base_dir)
 
-    def notify(kind: str, title: str, evidence: dict[str, Any]) -> None:
-        notifier.send_nowait(Notification(kind, title, evidence=evidence))  # type: ignore[arg-type]
-        if not json_:
-            err.print(f"[{kind}] {title}", markup=False)
+    def echo(kind: str, title: str) -> None:
+        err.print(f"[{kind}] {title}", markup=False)
 
+    notify = notify_through(notifier, None if json_ else echo)
     controller = Controller(runbook, router, metrics.read, notify=notify, interval=interval)
     try:
         return await controller.run()

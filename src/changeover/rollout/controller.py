@@ -250,6 +250,7 @@ class Controller:
         last: dict[str, str] = {}
         beat = time.monotonic()
         series: dict[str, list[tuple[float, float]]] = {}
+        graceful_since: float | None = None
         while True:
             tick = time.monotonic()
             now = await self._readings(gates)
@@ -278,6 +279,15 @@ class Controller:
                     last[verdict.gate] = verdict.outcome.value
                     self._log(VERDICT, {"phase": stage.id, "verdict": verdict.to_json()})
             failing = fired + [v for v in verdicts if v.failed]
+            # A failed phase gate rolls back gracefully — after a short grace in which an
+            # immediate trigger may still fire (its sustain time plus a few looks), so a severe
+            # breach rolls back in one step rather than in graceful steps.
+            if failing and not fired:
+                graceful_since = observed if graceful_since is None else graceful_since
+                if observed - graceful_since < self._grace_s():
+                    failing = []
+            elif not failing:
+                graceful_since = None
             if failing:
                 worst = combine(failing)
                 mode = "immediate" if worst is Outcome.FAIL_IMMEDIATE else "graceful"
@@ -316,6 +326,12 @@ class Controller:
         self._log(PHASE_PASSED, {"phase": stage.id})
         self.notify("phase_passed", f"Phase passed: {stage.title}", {"phase": stage.id})
         return None
+
+    def _grace_s(self) -> float:
+        immediate = [step for step, on_fire in self.triggers if on_fire is Outcome.FAIL_IMMEDIATE]
+        if not immediate:
+            return 0.0
+        return max(_sustained_s(step) for step in immediate) + max(2.0, 5 * self.interval)
 
     async def _readings(self, gates: Sequence[tuple[Step, Gate]]) -> dict[str, Observation]:
         wanted: dict[str, tuple[str, str | None, str | None]] = {}
@@ -402,6 +418,19 @@ class Controller:
 
 def _handed_off(events: Any) -> bool:
     return any(e.payload.get("action") == "migrate.handoff" and e.payload.get("ok") for e in events)
+
+
+def notify_through(notifier: Any, echo: Callable[[str, str], None] | None = None) -> Notify:
+    """The controller's ``notify`` over a ``changeover.notify.Notifier``: scheduled, never
+    awaited, so a slow or failing channel never delays a rollback (deliveries are journaled)."""
+    from changeover.notify.message import Notification
+
+    def notify(kind: str, title: str, evidence: dict[str, Any]) -> None:
+        notifier.send_nowait(Notification(kind, title, evidence=evidence))  # type: ignore[arg-type]
+        if echo is not None:
+            echo(kind, title)
+
+    return notify
 
 
 def request_rollback(runbook: Runbook, mode: str, reason: str, by: str) -> None:
