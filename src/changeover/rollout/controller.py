@@ -158,8 +158,10 @@ class Controller:
                     return result
             elif step.gate is not None:
                 gates.extend((step, gate) for gate in _gates(step))
-        if not any(s.action is not None and s.action.action == "route" for s in stage.steps()):
-            await self._set_weight(stage.phase.weight, step=f"{stage.id}:weight")
+        implicit = f"{stage.id}:weight"  # a phase without a route step still sets its weight
+        has_route = any(s.action is not None and s.action.action == "route" for s in stage.steps())
+        if not has_route and implicit not in state.actions_done:
+            await self._set_weight(stage.phase.weight, step=implicit)
         return await self._monitor(stage, gates)
 
     async def _check(self, step: Step) -> None:
