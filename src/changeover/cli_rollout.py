@@ -18,8 +18,9 @@ from changeover.cli_common import _print_json, err, json_option, out, plan_optio
 @click.option(
     "--interval", type=float, default=1.0, show_default=True, help="Seconds between evaluations."
 )
+@click.option("--again", is_flag=True, help="Start a new attempt after a rollback.")
 @json_option
-def run(plan: Path, router_name: str | None, interval: float, json_: bool) -> None:
+def run(plan: Path, router_name: str | None, interval: float, again: bool, json_: bool) -> None:
     """Run the plan's traffic phases: checks, actions, gates, decisions, rollback triggers.
 
     Resumable: run it again after any interruption and it continues where the journal says.
@@ -32,7 +33,7 @@ def run(plan: Path, router_name: str | None, interval: float, json_: bool) -> No
 
     with Runbook.open(plan) as runbook:
         _, router = open_plan_router(runbook, router_name)
-        result = asyncio.run(_run(runbook, router, interval, json_))
+        result = asyncio.run(_run(runbook, router, interval, json_, again))
     if json_:
         _print_json(result.to_json())
     elif result.outcome == "completed":
@@ -43,7 +44,7 @@ def run(plan: Path, router_name: str | None, interval: float, json_: bool) -> No
     sys.exit(0 if result.outcome == "completed" else 1)
 
 
-async def _run(runbook: Any, router: Any, interval: float, json_: bool) -> Any:
+async def _run(runbook: Any, router: Any, interval: float, json_: bool, again: bool) -> Any:
     from changeover.notify.notifier import notifier_for
     from changeover.rollout.controller import Controller, notify_through
     from changeover.rollout.sources import metrics_for
@@ -57,7 +58,7 @@ async def _run(runbook: Any, router: Any, interval: float, json_: bool) -> Any:
     notify = notify_through(notifier, None if json_ else echo)
     controller = Controller(runbook, router, metrics.read, notify=notify, interval=interval)
     try:
-        return await controller.run()
+        return await controller.run(again=again)
     finally:
         await notifier.drain(timeout=10)
         await metrics.close()

@@ -266,6 +266,25 @@ def test_rollback_from_another_shell_is_acted_on(tmp_path: Path) -> None:
             assert result.outcome == "rolled_back"
             assert result.rollback["reason"] == "pager says so"
             assert (await r.router.weights())["new"] == 0
+            # a rolled-back run stays rolled back until a new attempt is asked for
+            assert (await run_controller(tmp_path, r, plan, notes)).outcome == "rolled_back"
+            with Runbook.open(plan) as runbook:
+                stop = asyncio.Event()
+                traffic = asyncio.create_task(load(r.url, stop))
+                again = Controller(
+                    runbook, r.router, reader(r.source), interval=0.2, graceful_step_s=0.2
+                )
+                attempt = asyncio.create_task(again.run(again=True))
+                try:
+                    while "canary" not in again.state().decision_asked:  # approvals start over
+                        assert not attempt.done(), attempt.result()
+                        await asyncio.sleep(0.1)
+                    approve(runbook, "canary", by="alice")
+                    second = await asyncio.wait_for(attempt, 90)
+                finally:
+                    stop.set()
+                    await traffic
+            assert second.outcome == "completed", second
 
     asyncio.run(scenario())
 

@@ -40,6 +40,7 @@ from changeover.rollout.state import (
     MONITORING,
     PHASE_PASSED,
     PHASE_STARTED,
+    RESTARTED,
     ROLLBACK_DONE,
     ROLLBACK_REQUESTED,
     ROLLBACK_STARTED,
@@ -98,17 +99,30 @@ class Controller:
             (step, Outcome.FAIL_IMMEDIATE) for step in runbook.plan.rollback.immediate
         ] + [(step, Outcome.FAIL_GRACEFUL) for step in runbook.plan.rollback.graceful]
         self.weight: float | None = None
+        self._state = RolloutState()
 
     def state(self) -> RolloutState:
-        return RolloutState.from_events(self.journal.events())
+        """The journal folded so far; only events newer than the last look are read."""
+        return self._state.update(self.journal.events(since_seq=self._state.seq))
 
     def _log(self, kind: str, payload: dict[str, Any]) -> None:
         self.journal.append(kind, payload, actor=self.actor)
 
     # --- the run ---------------------------------------------------------------------------
 
-    async def run(self) -> RunResult:
+    async def run(self, *, again: bool = False) -> RunResult:
+        """Run (or resume) the rollout; ``again`` starts a new attempt after a rollback."""
         state = self.state()
+        if again:
+            if not state.finished:
+                from changeover.errors import UsageError
+
+                raise UsageError(
+                    "--again starts a new attempt after a rollback or a finished run; this one "
+                    "is still in progress: run without --again to resume it"
+                )
+            self._log(RESTARTED, {"after": "rollback" if state.rolled_back else "completion"})
+            state = self.state()
         if state.rolled_back is not None:
             return RunResult("rolled_back", state.passed, state.rolled_back)
         if state.done:

@@ -26,6 +26,7 @@ ROLLBACK_REQUESTED = "rollback.requested"
 ROLLBACK_STARTED = "rollback.started"
 ROLLBACK_DONE = "rollback.done"
 DONE = "rollout.done"
+RESTARTED = "rollout.restarted"  # `changeover run --again`: a new attempt after a rollback
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RolloutState:
     rollback_in_progress: dict[str, Any] | None = None
     done: bool = False
     last_heartbeat: str | None = None  # ts of the newest BAKE event
+    seq: int = 0  # the newest event folded in
 
     @property
     def finished(self) -> bool:
@@ -51,35 +53,48 @@ class RolloutState:
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> RolloutState:
         state = cls()
-        for event in events:
-            payload = event.payload
-            kind = event.kind
-            if kind == PHASE_STARTED:
-                state.phase = payload["phase"]
-            elif kind == ACTION_OUTCOME and payload.get("ok") and "step" in payload:
-                state.actions_done.add(payload["step"])
-            elif kind == SIGNOFF and "step" in payload:
-                state.signed_off.add(payload["step"])
-            elif kind == MONITORING:
-                state.window[payload["phase"]] = payload["start"]
-            elif kind == BAKE:
-                state.observed_s[payload["phase"]] = float(payload["observed_s"])
-                state.last_heartbeat = event.ts
-            elif kind == DECISION_NEEDED:
-                state.decision_asked.add(payload["phase"])
-            elif kind == APPROVED:
-                state.approved[payload["phase"]] = event.actor
-            elif kind == PHASE_PASSED:
-                state.passed.append(payload["phase"])
-                state.phase = None
-            elif kind == ROLLBACK_REQUESTED:
-                state.rollback_request = {**payload, "by": event.actor}
-            elif kind == ROLLBACK_STARTED:
-                state.rollback_in_progress = dict(payload)
-                state.rollback_request = None
-            elif kind == ROLLBACK_DONE:
-                state.rolled_back = {**(state.rollback_in_progress or {}), **payload}
-                state.rollback_in_progress = None
-            elif kind == DONE:
-                state.done = True
+        state.update(events)
         return state
+
+    def update(self, events: Iterable[Event]) -> RolloutState:
+        """Fold more events in (the controller reads only events newer than ``seq``)."""
+        for event in events:
+            self.apply(event)
+        return self
+
+    def apply(self, event: Event) -> None:
+        payload = event.payload
+        kind = event.kind
+        self.seq = max(self.seq, event.seq)
+        if kind == RESTARTED:
+            signed_off = self.signed_off  # a new attempt: only sign-offs carry over
+            vars(self).update(vars(RolloutState()))
+            self.signed_off, self.seq = signed_off, event.seq
+        elif kind == PHASE_STARTED:
+            self.phase = payload["phase"]
+        elif kind == ACTION_OUTCOME and payload.get("ok") and "step" in payload:
+            self.actions_done.add(payload["step"])
+        elif kind == SIGNOFF and "step" in payload:
+            self.signed_off.add(payload["step"])
+        elif kind == MONITORING:
+            self.window[payload["phase"]] = payload["start"]
+        elif kind == BAKE:
+            self.observed_s[payload["phase"]] = float(payload["observed_s"])
+            self.last_heartbeat = event.ts
+        elif kind == DECISION_NEEDED:
+            self.decision_asked.add(payload["phase"])
+        elif kind == APPROVED:
+            self.approved[payload["phase"]] = event.actor
+        elif kind == PHASE_PASSED:
+            self.passed.append(payload["phase"])
+            self.phase = None
+        elif kind == ROLLBACK_REQUESTED:
+            self.rollback_request = {**payload, "by": event.actor}
+        elif kind == ROLLBACK_STARTED:
+            self.rollback_in_progress = dict(payload)
+            self.rollback_request = None
+        elif kind == ROLLBACK_DONE:
+            self.rolled_back = {**(self.rollback_in_progress or {}), **payload}
+            self.rollback_in_progress = None
+        elif kind == DONE:
+            self.done = True
