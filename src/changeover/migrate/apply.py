@@ -28,6 +28,7 @@ from changeover.migrate.copy import (
     MigrationError,
     OnError,
     UnrepresentableRow,
+    connect_target,
     insert_rejects,
     json_key,
     raw_text,
@@ -102,7 +103,7 @@ def read_position(
 
 def start_position(pg_url: str, schema: str, position: int, direction: str = "forward") -> None:
     """Record where applying starts (the changelog head read before the copy's snapshot)."""
-    with _connect(pg_url, autocommit=True) as conn:
+    with connect_target(pg_url, autocommit=True) as conn:
         ensure_sync_table(conn, schema)
         conn.execute(
             f"INSERT INTO {quote(schema)}.{quote(SYNC_TABLE)} (direction, position, verified) "
@@ -140,7 +141,7 @@ class ForwardApplier:
         self._source = connect_readonly(self.sqlite_path, any_thread=True)
         self._source.isolation_level = None
         self._source.text_factory = RawText
-        self._pg = _connect(pg_url, autocommit=False)
+        self._pg = connect_target(pg_url, autocommit=False)
         self._pg.execute(f"SET search_path TO {quote(schema)}")
         self._pg.commit()
         if read_position(self._pg, schema) is None:
@@ -422,7 +423,7 @@ def pending_forward(sqlite_path: str | Path, pg_url: str, schema: str) -> Lag | 
     try:
         if not read_state(source).key_width:  # no changelog table: capture was never installed
             return None
-        with _connect(pg_url, autocommit=False) as pg:
+        with connect_target(pg_url, autocommit=False) as pg:
             if read_position(pg, schema) is None:
                 pg.rollback()
                 head = changelog_head(source)
@@ -453,12 +454,3 @@ def _ident(name: str) -> str:
 
 def _text(value: object) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def _connect(pg_url: str, *, autocommit: bool) -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(pg_url, autocommit=autocommit)
-    except psycopg.Error as exc:
-        raise MigrationError(
-            f"cannot connect to the PostgreSQL target: {REDACTOR.scrub(str(exc)).strip()}"
-        ) from exc

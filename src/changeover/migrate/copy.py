@@ -216,7 +216,7 @@ def _begin(
     capture: bool,
 ) -> dict[str, str]:
     """Create the schema (first run) or read what an interrupted run finished (resume)."""
-    with _connect(pg_url) as conn, conn.transaction():
+    with connect_target(pg_url) as conn, conn.transaction():
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
         conn.execute(f"SET search_path TO {quote(schema)}")
         state = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (quote(COPY_STATE),)).fetchone()
@@ -375,9 +375,12 @@ def _drain(
         progress(*item)
 
 
-def _connect(pg_url: str) -> psycopg.Connection[tuple[object, ...]]:
+def connect_target(
+    pg_url: str, *, autocommit: bool = True
+) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection to the PostgreSQL target; failing is a ``MigrationError`` without secrets."""
     try:
-        conn = psycopg.connect(pg_url, autocommit=True)
+        conn = psycopg.connect(pg_url, autocommit=autocommit)
     except psycopg.Error as exc:
         raise MigrationError(
             f"cannot connect to the PostgreSQL target: {REDACTOR.scrub(str(exc))}"
@@ -412,7 +415,7 @@ def _copy_table(
     source = connect_readonly(sqlite_path)
     source.text_factory = RawText
     try:
-        with _connect(pg_url) as conn:
+        with connect_target(pg_url) as conn:
             conn.execute(f"SET search_path TO {quote(schema)}")
             with conn.transaction():
                 result = _load(source, conn, table, on_error, progress, cancel)
@@ -629,7 +632,7 @@ def _finish(pg_url: str, schema: str, plan: PgPlan, done: dict[str, str]) -> lis
     Each statement commits with its entry in the copy state, so a resumed copy skips it.
     """
     failed: list[tuple[str, str]] = []
-    with _connect(pg_url) as conn:
+    with connect_target(pg_url) as conn:
         conn.execute(f"SET search_path TO {quote(schema)}")
         statements = [
             *plan.indexes,

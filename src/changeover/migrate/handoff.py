@@ -22,15 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import psycopg
-
 from changeover.migrate.apply import ForwardApplier, start_position
 from changeover.migrate.capture import (
     changelog_head,
     install_capture,
     remove_triggers,
 )
-from changeover.migrate.copy import MigrationError
+from changeover.migrate.copy import MigrationError, connect_target
 from changeover.migrate.incremental import verify_changed
 from changeover.migrate.reverse import (
     ReverseApplier,
@@ -98,7 +96,7 @@ class HandoffState:
 
 def read_handoff(pg_url: str, schema: str = "public") -> HandoffState:
     """Who owns writes now (legacy until a handoff ran) and the phase of the last handoff."""
-    with _connect(pg_url) as conn:
+    with connect_target(pg_url) as conn:
         exists = conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", (f"{quote(schema)}.{quote(HANDOFF_TABLE)}",)
         ).fetchone()
@@ -115,7 +113,7 @@ def read_handoff(pg_url: str, schema: str = "public") -> HandoffState:
 
 def _set_phase(pg_url: str, schema: str, owner: Owner, phase: str) -> None:
     table = f"{quote(schema)}.{quote(HANDOFF_TABLE)}"
-    with _connect(pg_url) as conn:
+    with connect_target(pg_url) as conn:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} (id int PRIMARY KEY CHECK (id = 1), "
             "owner text NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL)"
@@ -215,37 +213,38 @@ async def _to_new(
             clock.step("catch up before the pause")
             _verify_changed(sqlite_path, pg_url, plan, schema, result, inside=False)
             clock.step("verify before the pause")
-        held = time.monotonic()
-        await _hold(switch, wait_writes)
-        _set_phase(pg_url, schema, state.owner, "holding")
-        clock.step("hold writes")
-        try:
-            if applier is not None:
-                result.drained = _drain(applier.catch_up, applier.lag, drain_timeout)
-                clock.step("drain changelog")
-                result.verified_keys = _verify_changed(
-                    sqlite_path, pg_url, plan, schema, result, inside=True
-                )
-                clock.step("verify changed keys")
-                with _connect(pg_url) as conn, conn.transaction():
-                    conn.execute(f"SET search_path TO {quote(schema)}")
-                    for statement in plan.sequence_resets:
-                        conn.execute(statement)
-                    position = install_reverse_capture(conn, plan, schema)
-                clock.step("reset identities, start reverse capture")
-                set_reverse_position(sqlite_path, position)
-                remove_triggers(sqlite_path)
-                _set_phase(pg_url, schema, "new", "holding")
-                clock.step("stop forward capture")
-        except BaseException:
-            await switch.release()  # the owner is unchanged: writes go where they went before
-            _set_phase(pg_url, schema, state.owner, "idle")
-            raise
-        await switch.set_write_owner(backend)
-        await switch.release()
-        result.pause_seconds = time.monotonic() - held
-        _set_phase(pg_url, schema, "new", "idle")
-        clock.step("flip write owner and release")
+
+        def inside() -> None:
+            assert applier is not None
+            result.drained = _drain(applier.catch_up, applier.lag, drain_timeout)
+            clock.step("drain changelog")
+            result.verified_keys = _verify_changed(
+                sqlite_path, pg_url, plan, schema, result, inside=True
+            )
+            clock.step("verify changed keys")
+            with connect_target(pg_url) as conn, conn.transaction():
+                conn.execute(f"SET search_path TO {quote(schema)}")
+                for statement in plan.sequence_resets:
+                    conn.execute(statement)
+                position = install_reverse_capture(conn, plan, schema)
+            clock.step("reset identities, start reverse capture")
+            set_reverse_position(sqlite_path, position)
+            remove_triggers(sqlite_path)
+            _set_phase(pg_url, schema, "new", "holding")
+            clock.step("stop forward capture")
+
+        await _paused(
+            switch,
+            pg_url,
+            schema,
+            state.owner,
+            "new",
+            backend,
+            wait_writes,
+            result,
+            clock,
+            inside if applier is not None else None,
+        )
     finally:
         if applier is not None:
             applier.close()
@@ -275,46 +274,83 @@ async def _to_legacy(
             if _verify_back(sqlite_path, pg_url, plan, schema, applier.changed_keys()):
                 since = boundary
             clock.step("catch up and verify before the pause")
-        held = time.monotonic()
-        await _hold(switch, wait_writes)
-        _set_phase(pg_url, schema, state.owner, "holding")
-        clock.step("hold writes")
-        try:
-            if applier is not None:
-                result.drained = _drain(applier.catch_up, applier.lag, drain_timeout)
-                clock.step("drain reverse changelog")
-                touched = applier.changed_keys(since)
-                result.verified_keys = sum(len(k) for k in touched.values())
-                if not _verify_back(sqlite_path, pg_url, plan, schema, touched):
-                    raise MigrationError(
-                        f"verify of {result.verified_keys} keys written back to SQLite found "
-                        "differences; writes stay with new. Run 'changeover migrate verify'"
-                    )
-                clock.step("verify keys written back")
-                install_capture(sqlite_path, plan)
-                source = connect_readonly(sqlite_path)
-                try:
-                    head = changelog_head(source)
-                finally:
-                    source.close()
-                start_position(pg_url, schema, head)
-                with _connect(pg_url) as conn, conn.transaction():
-                    # Verified above: the log's keys are in SQLite; a next handoff starts afresh.
-                    remove_reverse_capture(conn, plan, schema, keep_log=False)
-                _set_phase(pg_url, schema, "legacy", "holding")
-                clock.step("swap capture")
-        except BaseException:
-            await switch.release()
-            _set_phase(pg_url, schema, state.owner, "idle")
-            raise
-        await switch.set_write_owner(backend)
-        await switch.release()
-        result.pause_seconds = time.monotonic() - held
-        _set_phase(pg_url, schema, "legacy", "idle")
-        clock.step("flip write owner and release")
+
+        def inside() -> None:
+            assert applier is not None
+            result.drained = _drain(applier.catch_up, applier.lag, drain_timeout)
+            clock.step("drain reverse changelog")
+            touched = applier.changed_keys(since)
+            result.verified_keys = sum(len(k) for k in touched.values())
+            if not _verify_back(sqlite_path, pg_url, plan, schema, touched):
+                raise MigrationError(
+                    f"verify of {result.verified_keys} keys written back to SQLite found "
+                    "differences; writes stay with new. Run 'changeover migrate verify'"
+                )
+            clock.step("verify keys written back")
+            install_capture(sqlite_path, plan)
+            source = connect_readonly(sqlite_path)
+            try:
+                head = changelog_head(source)
+            finally:
+                source.close()
+            start_position(pg_url, schema, head)
+            with connect_target(pg_url) as conn, conn.transaction():
+                # Verified above: the log's keys are in SQLite; a next handoff starts afresh.
+                remove_reverse_capture(conn, plan, schema, keep_log=False)
+            _set_phase(pg_url, schema, "legacy", "holding")
+            clock.step("swap capture")
+
+        await _paused(
+            switch,
+            pg_url,
+            schema,
+            state.owner,
+            "legacy",
+            backend,
+            wait_writes,
+            result,
+            clock,
+            inside if applier is not None else None,
+        )
     finally:
         if applier is not None:
             applier.close()
+
+
+async def _paused(
+    switch: WriteSwitch,
+    pg_url: str,
+    schema: str,
+    before: Owner,
+    to: Owner,
+    backend: str,
+    wait_writes: float,
+    result: HandoffResult,
+    clock: _Clock,
+    inside: Callable[[], None] | None,
+) -> None:
+    """Hold writes, run ``inside`` (drain, verify, swap capture), flip the owner, release.
+
+    If ``inside`` fails the hold is released with the owner unchanged (writes go where they
+    went before) and the phase goes back to idle; ``inside`` is None when a killed handoff had
+    already swapped capture and only the flip and release are left.
+    """
+    held = time.monotonic()
+    await _hold(switch, wait_writes)
+    _set_phase(pg_url, schema, before, "holding")
+    clock.step("hold writes")
+    try:
+        if inside is not None:
+            inside()
+    except BaseException:
+        await switch.release()
+        _set_phase(pg_url, schema, before, "idle")
+        raise
+    await switch.set_write_owner(backend)
+    await switch.release()
+    result.pause_seconds = time.monotonic() - held
+    _set_phase(pg_url, schema, to, "idle")
+    clock.step("flip write owner and release")
 
 
 async def _hold(switch: WriteSwitch, wait_writes: float) -> None:
@@ -415,12 +451,3 @@ def _run_hook(argv: Sequence[str]) -> list[str]:
 def run_handoff(*args: Any, **kwargs: Any) -> HandoffResult:
     """``handoff`` for synchronous callers (the CLI)."""
     return asyncio.run(handoff(*args, **kwargs))
-
-
-def _connect(pg_url: str) -> psycopg.Connection[tuple[object, ...]]:
-    try:
-        return psycopg.connect(pg_url, autocommit=True)
-    except psycopg.Error as exc:
-        raise MigrationError(
-            f"cannot connect to the PostgreSQL target: {REDACTOR.scrub(str(exc)).strip()}"
-        ) from exc
