@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,11 +14,11 @@ from typing import Any
 import pytest
 
 from changeover.demo.standin import Faults, port_of, start_stand_in
+from changeover.demo.traffic import start_proxy
 from changeover.engine.runbook import Runbook
 from changeover.loadgen.client import send
 from changeover.metrics.proxy import ProxySource
 from changeover.proxy.app import ProxyServer
-from changeover.proxy.config import load_proxy_config
 from changeover.rollout.controller import Controller, approve, request_rollback
 from changeover.rollout.state import ROLLBACK_DONE, VERDICT
 from changeover.traffic.builtin import BuiltinRouter
@@ -87,20 +85,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     faults = Faults()
     legacy = await start_stand_in("legacy")
     new = await start_stand_in("new", faults)
-    config = {
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "admin": {"host": "127.0.0.1", "port": 0},
-        "backends": {
-            "legacy": [{"name": "legacy", "url": f"http://127.0.0.1:{port_of(legacy)}"}],
-            "new": [{"name": "new", "url": f"http://127.0.0.1:{port_of(new)}"}],
-        },
-        "state_file": "proxy-state.json",
-    }
-    path = tmp_path / "proxy.yaml"
-    path.write_text(json.dumps(config), encoding="utf-8")
-    token = secrets.token_urlsafe(16)
-    proxy = ProxyServer(load_proxy_config(path), token=token)
-    await proxy.start()
+    proxy, token = await start_proxy(tmp_path, port_of(legacy), port_of(new))
     admin = f"http://127.0.0.1:{proxy.admin_port}"
     router = BuiltinRouter(admin, token)
     source = ProxySource(admin, token)

@@ -22,16 +22,14 @@ STEPS = (10, 50, 100)
 REQUESTS_PER_STEP = 2_000
 
 
-async def shift_traffic(workdir: Path) -> list[dict[str, Any]]:
-    """Shift the stand-ins' traffic through the proxy; one result row per step."""
-    legacy = await start_stand_in("legacy")
-    new = await start_stand_in("new")
+async def start_proxy(workdir: Path, legacy_port: int, new_port: int) -> tuple[ProxyServer, str]:
+    """The built-in proxy in this process in front of two loopback apps; (proxy, admin token)."""
     config = {
         "listen": {"host": "127.0.0.1", "port": 0},
         "admin": {"host": "127.0.0.1", "port": 0},
         "backends": {
-            "legacy": [{"name": "legacy", "url": f"http://127.0.0.1:{port_of(legacy)}"}],
-            "new": [{"name": "new", "url": f"http://127.0.0.1:{port_of(new)}"}],
+            "legacy": [{"name": "legacy", "url": f"http://127.0.0.1:{legacy_port}"}],
+            "new": [{"name": "new", "url": f"http://127.0.0.1:{new_port}"}],
         },
         "state_file": "proxy-state.json",
     }
@@ -40,6 +38,14 @@ async def shift_traffic(workdir: Path) -> list[dict[str, Any]]:
     token = secrets.token_urlsafe(24)
     proxy = ProxyServer(load_proxy_config(path), token=token)
     await proxy.start()
+    return proxy, token
+
+
+async def shift_traffic(workdir: Path) -> list[dict[str, Any]]:
+    """Shift the stand-ins' traffic through the proxy; one result row per step."""
+    legacy = await start_stand_in("legacy")
+    new = await start_stand_in("new")
+    proxy, token = await start_proxy(workdir, port_of(legacy), port_of(new))
     router = BuiltinRouter(f"http://127.0.0.1:{proxy.admin_port}", token)
     rows: list[dict[str, Any]] = []
     try:
