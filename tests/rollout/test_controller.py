@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -411,5 +412,91 @@ def test_a_failed_gate_without_a_severe_trigger_rolls_back_gracefully_in_steps(
                     if e.payload.get("step") == "rollback"
                 ]
             assert steps == [10.0, 0.0]  # 50 → 10 → 0, a short watch at each step
+
+    asyncio.run(scenario())
+
+
+DEPLOYING_PLAN = """
+version: 1
+name: controller with a deploy
+cutover_at: 2026-12-01T02:00:00Z
+contacts: [{{role: lead, title: Deployment Lead}}]
+systems:
+  legacy: {{kind: app, url: "http://127.0.0.1:1"}}
+  new:
+    kind: app
+    instances:
+      - name: go-1
+        url: "http://127.0.0.1:{port}"
+        deploy:
+          command: {command}
+          log: app.log
+          ready_pattern: "listening on {port}"
+stages:
+  - id: canary
+    title: Canary
+    phase: {{weight: 10, bake: {{min: 1s, max: 20s}}, decision: {{title: go, mode: auto}}}}
+    sections:
+      - title: Deployment
+        steps:
+          - id: canary-deploy
+            title: Deploy Go app to 1 of 3 instances
+            action: {{deploy: {{instances: [go-1]}}}}
+"""
+
+
+def test_deploy_runs_the_instance_deployer_and_waits_for_its_log_line_and_health(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import sys
+
+    from support.process import free_port
+
+    port = free_port()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "healthz").write_text("ok")
+    target = Path(__file__).parent.parent / "support" / "deploy_target.py"
+    log = tmp_path / "app.log"  # the plan's `log: app.log` is relative to the plan
+    command = json.dumps([sys.executable, str(target), str(port), str(site), str(log)])
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(DEPLOYING_PLAN.format(port=port, command=command), encoding="utf-8")
+
+    async def scenario() -> Any:
+        async with rig(tmp_path) as r:
+            return await run_controller(tmp_path, r, plan, [])
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        pid = site / "pid"
+        if pid.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid.read_text()), signal.SIGTERM)
+    assert result.outcome == "completed", result
+    with Runbook.open(plan) as runbook:
+        outcome = runbook.journal.latest("action.outcome", step="canary-deploy")
+        assert outcome is not None and outcome.payload["ok"] is True
+        assert outcome.payload["detail"]["go-1"]["healthy"].endswith("/healthz")
+
+
+def test_a_failing_deployer_stops_the_run_with_its_exit_code_and_traffic_unchanged(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    from changeover.rollout.controller import RolloutStopped
+
+    command = json.dumps([sys.executable, "-c", "import sys; print('no disk'); sys.exit(3)"])
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(DEPLOYING_PLAN.format(port=1, command=command), encoding="utf-8")
+
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            with pytest.raises(RolloutStopped, match="exited 3: no disk"):
+                await run_controller(tmp_path, r, plan, [])
+            assert (await r.router.weights())["new"] == 0
 
     asyncio.run(scenario())

@@ -5,15 +5,20 @@
 runs the same handoff back first, so no write is lost whichever way the night goes.
 ``readonly`` puts the legacy app in read-only mode: the built-in proxy already sends every write
 to the write owner, and a ``command`` (an argv list, never a shell string) runs the app's own hook.
-Other actions (deploy, cache.warm, …) are done by hand and signed off until they are automated.
+``deploy`` starts instances with their deployer and waits for the startup line and health.
+Other actions (cache.warm, …) are done by hand and signed off until they are automated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import httpx
 
 from changeover.engine.runbook import Runbook
 from changeover.errors import UsageError
@@ -21,7 +26,7 @@ from changeover.probes.base import ProbeContext
 from changeover.secrets import REDACTOR
 from changeover.traffic.router import Router
 
-AUTOMATED = frozenset({"route", "migrate.handoff", "readonly"})
+AUTOMATED = frozenset({"route", "migrate.handoff", "readonly", "deploy"})
 
 
 class ActionFailed(Exception):
@@ -76,13 +81,7 @@ def readonly(params: Mapping[str, Any], router: Router) -> dict[str, Any]:
         if isinstance(command, str) or not isinstance(command, Sequence):
             raise ActionFailed("readonly: command must be an argv list, e.g. [app-ctl, readonly]")
         argv = [str(part) for part in command]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ActionFailed(f"readonly hook {argv[0]!r} did not run: {exc}") from exc
-        if done.returncode != 0:
-            tail = REDACTOR.scrub((done.stderr or done.stdout).strip())[-300:]
-            raise ActionFailed(f"readonly hook exited {done.returncode}: {tail}")
+        _run_argv(argv, "readonly hook", timeout=60)
         return {"hook": argv[0], "exit": 0}
     if isinstance(router, BuiltinRouter):
         return {"pinned": "the built-in proxy sends every write to the write owner"}
@@ -90,3 +89,84 @@ def readonly(params: Mapping[str, Any], router: Router) -> dict[str, Any]:
         "readonly: give a command (the legacy app's read-only hook); without the built-in "
         "proxy nothing else keeps writes away from legacy"
     )
+
+
+async def deploy(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Start each named instance with its deployer, then wait for its startup log line and its
+    health endpoint. Deployers (``systems.<app>.instances[].deploy``): ``command`` (an argv
+    list run to completion, e.g. a deploy script) or ``systemd`` (``systemctl start UNIT``)."""
+    from changeover.plan.systems import AppSystem
+
+    names = [str(n) for n in params.get("instances", [])]
+    if not names:
+        raise ActionFailed("deploy: name the instances, e.g. {deploy: {instances: [go-1]}}")
+    found: dict[str, tuple[Any, Any]] = {}
+    for system in runbook.plan.systems.values():
+        if isinstance(system, AppSystem):
+            for instance in system.instances:
+                found.setdefault(instance.name, (system, instance))
+    ctx = ProbeContext(runbook.plan.systems, base_dir=runbook.loaded.base_dir)
+    done: dict[str, Any] = {}
+    for name in names:
+        if name not in found:
+            raise ActionFailed(f"deploy: no instance {name!r} under any app system's instances")
+        system, instance = found[name]
+        how = instance.deploy
+        if how is None or (how.command is None and how.systemd is None):
+            raise ActionFailed(f"deploy: instance {name!r} has no deploy command or systemd unit")
+        log = ctx.path(how.log) if how.log else None
+        log_start = log.stat().st_size if log is not None and log.exists() else 0
+        argv = list(how.command) if how.command else ["systemctl", "start", str(how.systemd)]
+        await asyncio.to_thread(_run_argv, argv, f"deploy {name}")
+        if log is not None and how.ready_pattern:
+            await _wait_for_line(log, log_start, how.ready_pattern, name)
+        url = ctx.secret(instance.url, what=f"instance {name} url").rstrip("/") + system.health
+        await _wait_healthy(url, name)
+        done[name] = {"deployer": argv[0], "healthy": url}
+    return done
+
+
+def _run_argv(argv: list[str], what: str, timeout: float = 300) -> None:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ActionFailed(f"{what}: {argv[0]!r} did not run: {exc}") from exc
+    if result.returncode != 0:
+        tail = REDACTOR.scrub((result.stderr or result.stdout).strip())[-300:]
+        raise ActionFailed(f"{what}: {argv[0]!r} exited {result.returncode}: {tail}")
+
+
+async def _wait_for_line(
+    log: Any, start: int, pattern: str, name: str, timeout: float = 60
+) -> None:
+    import time
+
+    wanted = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists():
+            with open(log, "rb") as fp:
+                fp.seek(start)
+                text = fp.read().decode("utf-8", errors="replace")
+            if any(wanted.search(line) for line in text.splitlines()):
+                return
+        await asyncio.sleep(0.2)
+    raise ActionFailed(
+        f"deploy {name}: no startup line matching {pattern!r} in {log} in {timeout:g}s"
+    )
+
+
+async def _wait_healthy(url: str, name: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                response = await client.get(url)
+                if response.is_success:
+                    return
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = REDACTOR.scrub(str(exc)) or type(exc).__name__
+            await asyncio.sleep(0.2)
+    raise ActionFailed(f"deploy {name}: {url} not healthy within {timeout:g}s ({last})")

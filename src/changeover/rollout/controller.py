@@ -201,6 +201,8 @@ class Controller:
             try:
                 if name == "migrate.handoff":
                     detail = await actions.handoff(self.runbook, self.router, "new")
+                elif name == "deploy":
+                    detail = await actions.deploy(self.runbook, params)
                 else:
                     detail = await asyncio.to_thread(actions.readonly, params, self.router)
             except (actions.ActionFailed, ChangeoverError) as exc:
