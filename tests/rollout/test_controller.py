@@ -500,3 +500,47 @@ def test_a_failing_deployer_stops_the_run_with_its_exit_code_and_traffic_unchang
             assert (await r.router.weights())["new"] == 0
 
     asyncio.run(scenario())
+
+
+def test_deploy_starts_a_local_process_and_waits_for_its_ready_line(tmp_path: Path) -> None:
+    import sys
+
+    import psutil
+
+    from support.process import free_port
+
+    port = free_port()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "healthz").write_text("ok")
+    argv = [
+        sys.executable,
+        "-u",
+        "-m",
+        "http.server",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(site),
+    ]
+    plan_text = (
+        DEPLOYING_PLAN.format(port=port, command="[]")
+        .replace("command: []", f"process: {json.dumps(argv)}")
+        .replace(f'"listening on {port}"', f'"Serving HTTP on 127.0.0.1 port {port}"')
+    )
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(plan_text, encoding="utf-8")
+
+    async def scenario() -> Any:
+        async with rig(tmp_path) as r:
+            return await run_controller(tmp_path, r, plan, [])
+
+    try:
+        result = asyncio.run(scenario())
+    finally:
+        for process in psutil.process_iter(["cmdline"]):
+            if str(site) in (process.info["cmdline"] or []):
+                process.terminate()
+    assert result.outcome == "completed", result
+    assert f"port {port}" in (tmp_path / "app.log").read_text()

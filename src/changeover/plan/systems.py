@@ -32,10 +32,17 @@ class RedisSystem(_System):
 
 
 class Deploy(BaseModel):
-    """How an instance is started (used by the rollout controller of a later issue)."""
+    """How the rollout controller starts an instance (one of command, process, systemd)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    command: list[str] | None = Field(default=None, description="argv list, never a shell string")
+    command: list[str] | None = Field(
+        default=None, description="argv run to completion (a deploy script); never a shell string"
+    )
+    process: list[str] | None = Field(
+        default=None,
+        description="argv started as a local background process in its own session, its output "
+        "appended to `log`",
+    )
     systemd: str | None = Field(default=None, description="systemd unit name")
     log: str | None = Field(default=None, description="startup log file of the instance")
     ready_pattern: str | None = Field(default=None, description="regex of the startup log line")

@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,7 +95,8 @@ def readonly(params: Mapping[str, Any], router: Router) -> dict[str, Any]:
 async def deploy(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:
     """Start each named instance with its deployer, then wait for its startup log line and its
     health endpoint. Deployers (``systems.<app>.instances[].deploy``): ``command`` (an argv
-    list run to completion, e.g. a deploy script) or ``systemd`` (``systemctl start UNIT``)."""
+    list run to completion, e.g. a deploy script), ``process`` (a local background process) or
+    ``systemd`` (``systemctl start UNIT``)."""
     from changeover.plan.systems import AppSystem
 
     names = [str(n) for n in params.get("instances", [])]
@@ -112,18 +114,39 @@ async def deploy(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:
             raise ActionFailed(f"deploy: no instance {name!r} under any app system's instances")
         system, instance = found[name]
         how = instance.deploy
-        if how is None or (how.command is None and how.systemd is None):
-            raise ActionFailed(f"deploy: instance {name!r} has no deploy command or systemd unit")
+        if how is None or not (how.command or how.process or how.systemd):
+            raise ActionFailed(
+                f"deploy: instance {name!r} has no deploy command, process or systemd unit"
+            )
         log = ctx.path(how.log) if how.log else None
         log_start = log.stat().st_size if log is not None and log.exists() else 0
-        argv = list(how.command) if how.command else ["systemctl", "start", str(how.systemd)]
-        await asyncio.to_thread(_run_argv, argv, f"deploy {name}")
+        if how.process:
+            argv = [str(part) for part in how.process]
+            _start_process(argv, log, name)
+        else:
+            argv = list(how.command) if how.command else ["systemctl", "start", str(how.systemd)]
+            await asyncio.to_thread(_run_argv, argv, f"deploy {name}")
         if log is not None and how.ready_pattern:
             await _wait_for_line(log, log_start, how.ready_pattern, name)
         url = ctx.secret(instance.url, what=f"instance {name} url").rstrip("/") + system.health
         await _wait_healthy(url, name)
         done[name] = {"deployer": argv[0], "healthy": url}
     return done
+
+
+def _start_process(argv: list[str], log: Path | None, name: str) -> None:
+    """Start a local process in its own session (it outlives ``changeover run``), output to log."""
+    try:
+        sink = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, start_new_session=True
+            )
+        finally:
+            if log is not None:
+                sink.close()  # type: ignore[union-attr]
+    except OSError as exc:
+        raise ActionFailed(f"deploy {name}: cannot start {argv[0]!r}: {exc}") from exc
 
 
 def _run_argv(argv: list[str], what: str, timeout: float = 300) -> None:
