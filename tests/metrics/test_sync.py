@@ -51,3 +51,29 @@ def test_without_capture_the_reason_says_how_to_start_it(tmp_path: Path, pg_url:
 def test_a_missing_sqlite_file_is_unavailable(tmp_path: Path, pg_url: str) -> None:
     obs = read(tmp_path / "nowhere.db", pg_url)
     assert obs.unavailable is not None and obs.value is None
+
+
+def test_data_corruption_and_loss_come_from_the_last_verify(tmp_path: Path, pg_url: str) -> None:
+    import psycopg
+
+    from changeover.migrate.verify import verify_database
+
+    db = make_app_db(tmp_path / "app.db", rows=10)
+    plan = plan_schema(introspect(db))
+    copy_database(db, pg_url, plan, jobs=1, capture=True)
+
+    async def both() -> tuple[Observation, Observation]:
+        source = SyncLagSource(db, pg_url)
+        try:
+            return await source.read("data_corruption", None), await source.read("data_loss", None)
+        finally:
+            await source.close()
+
+    corruption, loss = asyncio.run(both())
+    assert corruption.unavailable and "no verify has run yet" in corruption.unavailable
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE users SET name = 'tampered' WHERE id = 2")
+        conn.execute("DELETE FROM audit_log WHERE _changeover_rowid = 3")
+    assert not verify_database(db, pg_url, plan).equal
+    corruption, loss = asyncio.run(both())
+    assert corruption.value == 1.0 and loss.value == 1.0

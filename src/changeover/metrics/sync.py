@@ -1,9 +1,11 @@
-"""The data migration's live sync lag as a metric: age of the oldest change not yet applied.
+"""The data migration as metrics: the live sync's lag, and what the last verify found.
 
-Reads what the ``migrate.sync_lag`` probe reads (``changeover.probes.migration._read``): the
-SQLite changelog and the applied position before the handoff, the reverse log after it. The
-value is the lag in seconds; ``events`` is the number of changes still waiting (a current
-count, not a cumulative one).
+``sync_lag`` reads what the ``migrate.sync_lag`` probe reads (``changeover.probes.migration.
+_read``): the SQLite changelog and the applied position before the handoff, the reverse log
+after it; the value is the lag in seconds, ``events`` the changes still waiting (a current
+count, not a cumulative one). ``data_corruption`` (rows different or extra in PostgreSQL) and
+``data_loss`` (rows missing from it) are gauges from the latest ``migrate verify`` run — the
+seed's immediate rollback triggers "data corruption detected" and "data loss confirmed".
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from changeover.metrics.base import Observation
 from changeover.probes.base import Unreachable
 from changeover.probes.migration import _read
 
-SERVED = frozenset({"sync_lag"})
+SERVED = frozenset({"sync_lag", "data_corruption", "data_loss"})
 
 
 class SyncLagSource:
@@ -36,6 +38,8 @@ class SyncLagSource:
     async def read(self, metric: str, of: str | None) -> Observation:
         if metric not in SERVED:
             return missing(metric, of, f"the sync source does not serve {metric!r}")
+        if metric in ("data_corruption", "data_loss"):
+            return await asyncio.to_thread(self._verified, metric, of)
         try:
             lag = await asyncio.to_thread(_read, self._path, self._url, self._schema)
         except Unreachable as exc:  # _read turns every foreseeable failure into this
@@ -44,6 +48,24 @@ class SyncLagSource:
             return missing(metric, of, f"cannot read {self._path}: {exc.strerror or exc}")
         unit = f"s ({lag.direction}; events = changes waiting)"
         return Observation(metric, of, wall_clock(), events=lag.rows, value=lag.seconds, unit=unit)
+
+    def _verified(self, metric: str, of: str | None) -> Observation:
+        from changeover.errors import ChangeoverError
+        from changeover.migrate.verify import last_verify
+
+        try:
+            run = last_verify(self._url, self._schema)
+        except ChangeoverError as exc:
+            return missing(metric, of, str(exc))
+        if run is None:
+            return missing(metric, of, "no verify has run yet: changeover migrate verify")
+        summary = run.summary
+        if metric == "data_loss":
+            rows = int(summary.get("missing", 0))
+        else:
+            rows = int(summary.get("different", 0)) + int(summary.get("extra", 0))
+        unit = f" rows ({run.mode} verify at {run.finished_at:%H:%M:%S})"
+        return Observation(metric, of, wall_clock(), value=float(rows), unit=unit)
 
     async def close(self) -> None:
         return None
