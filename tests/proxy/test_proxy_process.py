@@ -166,7 +166,9 @@ def test_a_killed_instance_is_ejected_within_2s_and_clients_barely_notice(
 
         statuses, ejected_after = asyncio.run(scenario())
         failed = sum(1 for s in statuses if s >= 500)
-        assert failed / len(statuses) < 0.001, Counter(statuses)
+        # Only requests already sent to the instance when it died may fail (a sent request is
+        # not retried): at 500 requests/s that is a handful at most, on a loaded machine 2–3.
+        assert failed <= 3, Counter(statuses)
         assert ejected_after is not None and ejected_after < 2.0, ejected_after
 
 
