@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from changeover.analysis import (
     Outcome,
@@ -106,28 +106,18 @@ def histogram(start: Observation | None, now: Observation) -> Histogram:
 def unobservable(name: str, reading: Reading, gate: Gate, elapsed_s: float) -> Verdict | None:
     for observation in (reading.now, reading.baseline_now):
         if observation is not None and observation.unavailable:
-            return Verdict(
-                name,
-                Outcome.CONTINUE,
-                math.nan,
-                (math.nan, math.nan),
-                _threshold(gate),
-                0,
-                elapsed_s,
-                f"cannot be observed: {observation.unavailable}",
+            return _undecided(
+                name, gate, elapsed_s, f"cannot be observed: {observation.unavailable}"
             )
     if gate.max_ratio_to is not None and reading.baseline_now is None:
-        return Verdict(
-            name,
-            Outcome.CONTINUE,
-            math.nan,
-            (math.nan, math.nan),
-            _threshold(gate),
-            0,
-            elapsed_s,
-            f"no reading of the baseline {gate.max_ratio_to}",
-        )
+        return _undecided(name, gate, elapsed_s, f"no reading of the baseline {gate.max_ratio_to}")
     return None
+
+
+def _undecided(name: str, gate: Gate, elapsed_s: float, reason: str) -> Verdict:
+    """Nothing to decide on: the gate keeps the phase waiting and says why."""
+    nan = math.nan
+    return Verdict(name, Outcome.CONTINUE, nan, (nan, nan), _threshold(gate), 0, elapsed_s, reason)
 
 
 def phase_gate(
@@ -164,28 +154,8 @@ def trigger_gate(
     if state.firing:
         sustained = gate.sustained.total_seconds() if gate.sustained else 0.0
         reason = shown.reason + (f", sustained {sustained:g} s" if sustained else "")
-        return Verdict(
-            name,
-            on_fire,
-            shown.observed,
-            shown.bound,
-            shown.threshold,
-            shown.samples,
-            elapsed_s,
-            reason,
-            shown.unit,
-        ), state
-    return Verdict(
-        name,
-        Outcome.PASS,
-        shown.observed,
-        shown.bound,
-        shown.threshold,
-        shown.samples,
-        elapsed_s,
-        "not firing: " + shown.reason,
-        shown.unit,
-    ), state
+        return replace(shown, outcome=on_fire, reason=reason), state
+    return replace(shown, outcome=Outcome.PASS, reason="not firing: " + shown.reason), state
 
 
 def _as_condition(gate: Gate) -> Gate:
@@ -267,16 +237,7 @@ def _evaluate(
             return _none_observed(name, events, total, baked, elapsed_s, on_fail)
     if now.value is not None:
         return _gauge(name, gate, now.value, now.unit or "", baked, elapsed_s, on_fail)
-    return Verdict(
-        name,
-        Outcome.CONTINUE,
-        math.nan,
-        (math.nan, math.nan),
-        _threshold(gate),
-        0,
-        elapsed_s,
-        f"the source gave no usable number for {metric}",
-    )
+    return _undecided(name, gate, elapsed_s, f"the source gave no usable number for {metric}")
 
 
 def _none_observed(
