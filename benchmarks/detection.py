@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the simulation tests' binomial sampler
+sys.path.insert(0, str(ROOT / "benchmarks"))  # report.py, also when imported
+
+from report import cpu_model, write_section  # noqa: E402
 
 from analysis.simulate import binomial  # noqa: E402
 from changeover.analysis import Outcome, latency_compare_decision, rate_decision  # noqa: E402
@@ -209,16 +212,6 @@ def run(settings: Settings) -> dict[tuple[str, str], Row]:
 # --- report -------------------------------------------------------------------------------------
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _s(seconds: float) -> str:
     return "never" if not math.isfinite(seconds) else f"{seconds:,.0f} s"
 
@@ -235,7 +228,7 @@ def render(rows: dict[tuple[str, str], Row], settings: Settings, command: str, t
         "",
         f"Measured {started:%Y-%m-%d %H:%M} UTC with `{command}` in {took:.0f} s.",
         "",
-        f"- Machine: {os.cpu_count()} cores ({_cpu()}), kernel {platform.release()}, Python "
+        f"- Machine: {os.cpu_count()} cores ({cpu_model()}), kernel {platform.release()}, Python "
         f"{platform.python_version()}.",
         f"- Simulated traffic (no servers): canary {CANARY_RPS}/s (10% of 5,000/s), baseline "
         f"{BASELINE_RPS:,}/s at {BASELINE_ERROR:.1%} errors; latency lognormal (σ = {SIGMA}) with "
@@ -331,18 +324,6 @@ def render(rows: dict[tuple[str, str], Row], settings: Settings, command: str, t
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), keeping the rest."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="update the section in --output")
@@ -363,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(rows, settings, shown, time.perf_counter() - started)
     print(section)
     if args.write:
-        write_section(args.output, section)
+        write_section(args.output, section, BEGIN, END)
         print(f"wrote {args.output}")
     return 0
 

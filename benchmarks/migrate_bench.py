@@ -44,6 +44,9 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' corpus generator
+sys.path.insert(0, str(ROOT / "benchmarks"))  # report.py, also when imported
+
+from report import cpu_model, write_section  # noqa: E402
 
 import changeover  # noqa: E402
 from changeover.migrate.copy import copy_database  # noqa: E402
@@ -412,12 +415,8 @@ def _first_line(argv: list[str]) -> str:
 
 
 def machine(server: PostgresServer) -> dict[str, str]:
-    model, ram = "unknown", "?"
+    model, ram = cpu_model(), "?"
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal"):
                 ram = f"{int(line.split()[1]) / 2**20:.1f} GiB"
@@ -556,18 +555,6 @@ def render(report: Report) -> str:
 def _md_code(text: str) -> str:
     text = " ".join(text.split())
     return (text[:300] + " …") if len(text) > 300 else text.replace("`", "'")
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), keeping the rest."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
 
 
 # --- benchmark 3: sync lag and trigger overhead ------------------------------------------------
@@ -1284,7 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
         section = render(report)
         print(section)
         if args.write:
-            write_section(args.output, section)
+            write_section(args.output, section, BEGIN, END)
     if "verify" in only:
         block = render_verify(run_verify_bench(settings, command=shown))
         print(block)

@@ -33,6 +33,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' real-server launch helpers
+sys.path.insert(0, str(ROOT / "benchmarks"))  # report.py, also when imported
+
+from report import cpu_model, write_section  # noqa: E402
 
 from support.backends import BackendProcess, free_port, start_backend  # noqa: E402
 from support.haproxy import run_haproxy  # noqa: E402
@@ -418,12 +421,7 @@ class Report:
 
 
 def machine() -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    model = cpu_model()
     versions = {}
     for name, argv in (
         ("haproxy", ["haproxy", "-v"]),
@@ -623,18 +621,6 @@ def render(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of ``path`` (or append it), keeping the rest."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
-
-
 # --- main ------------------------------------------------------------------------------------
 
 
@@ -715,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(report)
     print(section)
     if args.write:
-        write_section(args.output, section)
+        write_section(args.output, section, BEGIN, END)
         print(f"wrote {args.output}")
     return 0
 
