@@ -30,6 +30,20 @@ from changeover.traffic.router import Router
 AUTOMATED = frozenset({"route", "migrate.handoff", "readonly", "deploy"})
 
 
+async def run(
+    name: str, params: Mapping[str, Any], runbook: Runbook, router: Router
+) -> dict[str, Any]:
+    """Run the automated action ``name`` (one of ``AUTOMATED`` except ``route``, which the
+    controller does itself); its JSON-able detail is journaled with the outcome."""
+    if name == "migrate.handoff":
+        return await handoff(runbook, router, "new")
+    if name == "deploy":
+        return await deploy(runbook, params)
+    if name == "readonly":
+        return await asyncio.to_thread(readonly, params, router)
+    raise UsageError(f"action {name!r} is not automated by changeover run")
+
+
 class ActionFailed(Exception):
     """An action ran and failed; ``str()`` is the plain reason journaled with its outcome."""
 

@@ -199,12 +199,7 @@ class Controller:
             payload = {"step": step.id, "action": name}
             self._log(ACTION_INTENT, payload)
             try:
-                if name == "migrate.handoff":
-                    detail = await actions.handoff(self.runbook, self.router, "new")
-                elif name == "deploy":
-                    detail = await actions.deploy(self.runbook, params)
-                else:
-                    detail = await asyncio.to_thread(actions.readonly, params, self.router)
+                detail = await actions.run(name, params, self.runbook, self.router)
             except (actions.ActionFailed, ChangeoverError) as exc:
                 self._log(ACTION_OUTCOME, {**payload, "ok": False, "error": str(exc)})
                 raise RolloutStopped(
