@@ -470,12 +470,13 @@ def demo(json_: bool, workdir: Path | None) -> None:
 
 
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
-from changeover.cli_rollout import approve, rollback, run  # noqa: E402
+from changeover.cli_rollout import approve, rollback, run, signal  # noqa: E402
 
 cli.add_command(migrate)
 cli.add_command(run)
 cli.add_command(approve)
 cli.add_command(rollback)
+cli.add_command(signal)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -102,3 +102,48 @@ def rollback(mode: str, reason: str, by: str, plan: Path) -> None:
         f"{mode} rollback requested; 'changeover run' carries it out (start it if it is not "
         "running)"
     )
+
+
+@click.command()
+@click.argument("metric")
+@click.option("--reason", required=True, help="What was seen (journaled, shown as evidence).")
+@click.option("--by", required=True, help="Who (or which system) raises it.")
+@click.option("--of", "of", help="The system it is about (default: any).")
+@plan_option
+def signal(metric: str, reason: str, by: str, of: str | None, plan: Path) -> None:
+    """Raise a signal a rollback trigger watches: security_breach, critical_features.
+
+    The plan decides what it does (the default plan: a security breach rolls back at once,
+    bugs in critical features step down gracefully); the running controller sees it within a
+    second. For an outside system (a SIEM, a support tool), run this from its webhook.
+
+    Example: changeover signal security_breach --reason "WAF: credential stuffing" --by siem
+    """
+    from changeover.engine.runbook import Runbook
+    from changeover.errors import UsageError
+    from changeover.metrics.signals import SIGNALLED, raise_signal
+    from changeover.plan.model import suggest
+
+    if metric not in SIGNALLED:
+        raise UsageError(
+            f"no trigger is raised by hand for {metric!r}{suggest(metric, SIGNALLED)}; "
+            f"signals: {', '.join(sorted(SIGNALLED))} (or: changeover rollback --reason ...)"
+        )
+    with Runbook.open(plan) as runbook:
+        watched = [
+            step.id
+            for step in runbook.plan.all_steps()
+            for gate in step.gates
+            if gate.metric == metric and gate.check is None
+        ]
+        if of is not None and of not in runbook.plan.systems:
+            raise UsageError(f"unknown system {of!r}{suggest(of, runbook.plan.systems)}")
+        raise_signal(runbook.journal, metric, of, reason, by)
+    if watched:
+        out.print(f"{metric} raised (by {by}); watched by {', '.join(watched)}")
+    else:
+        err.print(
+            f"{metric} raised (by {by}), but no gate of this plan watches it: nothing will act "
+            "on it — use 'changeover rollback --reason ...' to roll back",
+            markup=False,
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 import redis
 
 from changeover.metrics.base import Observation
@@ -59,3 +60,30 @@ def test_an_unreachable_redis_is_unavailable() -> None:
 def test_no_lookups_yet_has_no_hit_rate() -> None:
     obs = hit_rate("cache_hit_rate", None, 0.0, {"keyspace_hits": 0, "keyspace_misses": 0})
     assert (obs.events, obs.total, obs.value) == (0, 0, None)
+
+
+def test_cache_issues_count_error_replies_out_of_commands(tmp_path: Path) -> None:
+    if find_redis_server() is None:
+        missing("redis-server", "redis-server")
+
+    async def read_issues(url: str) -> Observation:
+        source = RedisSource(url)
+        try:
+            return await source.read("cache_issues", "new")
+        finally:
+            await source.close()
+
+    with start_redis(tmp_path) as server:  # its own server: INFO counters are server-wide
+        before = asyncio.run(read_issues(server.url))
+        # redis-py's CLIENT SETINFO on connect fails on Redis 6.2: housekeeping, not counted
+        with redis.Redis.from_url(server.url) as client:
+            client.set("text", "abc")
+            for _ in range(3):
+                with pytest.raises(redis.ResponseError):
+                    client.incr("text")  # an error reply: the value is not an integer
+        after = asyncio.run(read_issues(server.url))
+    assert before.unavailable is None and after.unavailable is None, after.unavailable
+    assert before.events is not None and after.events is not None
+    assert (before.events, after.events) == (0, 3)
+    assert after.total is not None and before.total is not None
+    assert after.total - before.total >= 4

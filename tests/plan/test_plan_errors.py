@@ -620,3 +620,21 @@ def test_problems_inside_an_alias_point_at_the_anchor() -> None:
     )
     issues: list[Any] = problems(text)
     assert {(i.line, i.column) for i in issues} == {(14, 58)}
+
+
+def test_a_gates_synthetic_check_is_validated_like_a_steps_check() -> None:
+    text = HEADER + (
+        "          - id: a\n"
+        "            title: A\n"
+        "            gate:\n"
+        "              metric: features\n"
+        "              check: {test.ecko: {system: postgres}}\n"
+    )
+    (issue,) = problems(text)
+    assert str(issue).startswith(
+        "changeover.yaml:18:23: stages[0].sections[0].steps[0].gate.check: "
+        "unknown probe 'test.ecko' (did you mean 'test.echo'?)"
+    ), str(issue)
+    good = text.replace("test.ecko", "test.echo")
+    (step,) = parse_plan_text(good, "p").all_steps()
+    assert [c.probe for c in step.gates[0].checks] == ["test.echo"]

@@ -130,3 +130,48 @@ def test_a_trigger_stays_quiet_below_its_threshold() -> None:
             on_fire=Outcome.FAIL_IMMEDIATE,
         )
         assert verdict.outcome is Outcome.PASS
+
+
+def test_a_hit_rate_above_gate_with_counts_tests_the_misses_and_shows_the_hit_rate() -> None:
+    rule = gate(metric="cache_hit_rate", source="redis", above="80%")
+    good = Reading(obs("cache_hit_rate", events=0, total=0), obs(events=500, total=10_000))
+    verdict = phase_gate("hits", rule, good, baked=True, elapsed_s=60)
+    assert verdict.outcome is Outcome.PASS
+    assert verdict.observed == 0.95 and verdict.threshold == 0.8
+    assert verdict.bound[0] > 0.8 and verdict.bound[1] <= 1.0
+    poor = Reading(None, obs("cache_hit_rate", events=4_000, total=10_000))
+    verdict = phase_gate("hits", rule, poor, baked=False, elapsed_s=5)
+    assert verdict.failed and verdict.observed == 0.6 and verdict.bound[1] < 0.8
+    # one miss is no reason to fail a hit-rate gate (it used to be read as "none observed")
+    one = Reading(None, obs("cache_hit_rate", events=1, total=1_000))
+    assert not phase_gate("hits", rule, one, baked=False, elapsed_s=5).failed
+
+
+def test_latency_stable_fails_on_a_significant_rise_and_passes_a_flat_series() -> None:
+    import random
+
+    rule = gate(metric="latency_stable", of="new")
+    rng = random.Random(7)
+    flat = [(float(t), 0.020 * (1 + 0.2 * rng.random())) for t in range(60)]
+    now = obs("latency_stable", histogram=((float("inf"), 1),))
+    verdict = phase_gate("stable", rule, Reading(None, now, series=flat), baked=True, elapsed_s=60)
+    assert verdict.outcome is Outcome.PASS, verdict.reason
+    rising = [(float(t), 0.020 * (1 + t / 30) * (1 + 0.2 * rng.random())) for t in range(60)]
+    verdict = phase_gate(
+        "stable", rule, Reading(None, now, series=rising), baked=False, elapsed_s=60
+    )
+    assert verdict.failed, verdict.reason
+    assert "p95 of each look" in verdict.reason
+    few = Reading(None, now, series=flat[:3])
+    assert phase_gate("stable", rule, few, baked=True, elapsed_s=3).outcome is Outcome.CONTINUE
+
+
+def test_a_synthetic_gate_needs_no_threshold_and_fails_on_a_failed_run() -> None:
+    rule = gate(
+        metric="features", of="new", check={"http": {"url": "http://127.0.0.1:1", "path": "/"}}
+    )
+    assert [c.probe for c in rule.checks] == ["http"]
+    failing = Reading(obs("features", events=0, total=0), obs("features", events=1, total=6))
+    assert phase_gate("features", rule, failing, baked=False, elapsed_s=3).failed
+    fine = Reading(obs("features", events=0, total=0), obs("features", events=0, total=60))
+    assert phase_gate("features", rule, fine, baked=True, elapsed_s=30).outcome is Outcome.PASS

@@ -107,11 +107,21 @@ class Gate(_Model):
     ratio: float | None = None
     sustained: Duration | None = None
     target: Threshold | None = Field(default=None, description="aspirational value (reported)")
+    check: ProbeCall | list[ProbeCall] | None = Field(
+        default=None,
+        description="synthetic checks run at every look; each failed run is an event",
+    )
+
+    @property
+    def checks(self) -> list[ProbeCall]:
+        if self.check is None:
+            return []
+        return self.check if isinstance(self.check, list) else [self.check]
 
     @model_validator(mode="after")
     def _one_condition(self) -> Gate:
         conditions = [self.below is not None, self.above is not None, self.ratio is not None]
-        if sum(conditions) == 0 and self.metric not in _BOOLEAN_METRICS:
+        if sum(conditions) == 0 and self.metric not in _BOOLEAN_METRICS and self.check is None:
             raise ValueError("a gate needs one of below, above or ratio")
         if self.ratio is not None and self.max_ratio_to is None:
             raise ValueError("ratio needs max_ratio_to (the baseline system)")
@@ -480,6 +490,9 @@ def _reference_problems(plan: Plan) -> Iterator[tuple[Loc, str]]:
                 ref = getattr(gate, field)
                 if ref is not None and ref not in plan.systems:
                     yield where + (field,), _unknown_system(ref, plan)
+            for ci, call in enumerate(gate.checks):
+                at = where + (("check", ci) if isinstance(gate.check, list) else ("check",))
+                yield from _probe_problems(plan, call, at, probes)
 
 
 def _probe_problems(

@@ -24,14 +24,23 @@ from functools import partial
 from typing import Any
 
 from changeover.analysis import Outcome, Sustained, Verdict, combine
+from changeover.analysis.latency import quantile_estimate
 from changeover.engine.runbook import Runbook
 from changeover.errors import ChangeoverError
 from changeover.journal import ACTION_INTENT, ACTION_OUTCOME
 from changeover.metrics.base import Observation
+from changeover.metrics.checks import ChecksSource, checks_key
 from changeover.plan.model import Gate, Stage, Step
+from changeover.probes.base import ProbeContext
 from changeover.rollout import actions
 from changeover.rollout.actions import AUTOMATED
-from changeover.rollout.gates import Reading, phase_gate, trigger_gate
+from changeover.rollout.gates import (
+    PER_LOOK_QUANTILE,
+    Reading,
+    histogram,
+    phase_gate,
+    trigger_gate,
+)
 from changeover.rollout.state import (
     APPROVED,
     BAKE,
@@ -84,6 +93,7 @@ class Controller:
         legacy: str = "legacy",
         new: str = "new",
         actor: str = "changeover run",
+        checks: ChecksSource | None = None,
     ) -> None:
         self.runbook = runbook
         self.journal = runbook.journal
@@ -100,6 +110,10 @@ class Controller:
         ] + [(step, Outcome.FAIL_GRACEFUL) for step in runbook.plan.rollback.graceful]
         self.weight: float | None = None
         self._state = RolloutState()
+        self.checks = checks or ChecksSource(
+            ProbeContext(runbook.plan.systems, base_dir=runbook.loaded.base_dir)
+        )
+        self._histograms: dict[str, Observation] = {}  # key → last look (per-look quantiles)
 
     def state(self) -> RolloutState:
         """The journal folded so far; only events newer than the last look are read."""
@@ -347,22 +361,21 @@ class Controller:
         return max(_sustained_s(step) for step in immediate) + max(2.0, 5 * self.interval)
 
     async def _readings(self, gates: Sequence[tuple[Step, Gate]]) -> dict[str, Observation]:
-        wanted: dict[str, tuple[str, str | None, str | None]] = {}
-        every = [g for _, g in gates] + [
-            g
-            for step, _ in self.triggers
-            for g in (step.gate if isinstance(step.gate, list) else [step.gate])
-            if g is not None
-        ]
+        wanted: dict[str, Awaitable[Observation]] = {}
+        every = [g for _, g in gates] + [g for step, _ in self.triggers for g in _gates(step)]
         for gate in every:
-            wanted[_key(gate)] = (gate.metric, gate.of, gate.source)
+            key = _key(gate)
+            if key in wanted:
+                continue
+            if gate.check is not None:  # a synthetic gate: its own probes, run at every look
+                wanted[key] = self.checks.read(gate.metric, gate.of, gate.checks)
+                continue
+            wanted[key] = self.read(gate.metric, gate.of, gate.source)
             if gate.max_ratio_to is not None:
-                wanted[_key(gate, gate.max_ratio_to)] = (
-                    gate.metric,
-                    gate.max_ratio_to,
-                    gate.source,
+                wanted[_key(gate, gate.max_ratio_to)] = self.read(
+                    gate.metric, gate.max_ratio_to, gate.source
                 )
-        results = await asyncio.gather(*(self.read(*args) for args in wanted.values()))
+        results = await asyncio.gather(*wanted.values())
         return dict(zip(wanted, results, strict=True))
 
     def _reading(
@@ -375,10 +388,13 @@ class Controller:
     ) -> Reading:
         key = _key(gate)
         current = now[key]
-        if current.value is not None:
+        point = current.value
+        if gate.metric in PER_LOOK_QUANTILE and current.histogram is not None:
+            point = self._per_look_quantile(key, current)
+        if point is not None:
             points = series.setdefault(key, [])
             if not points or points[-1][0] < observed:
-                points.append((observed, current.value))
+                points.append((observed, point))
         baseline = _key(gate, gate.max_ratio_to) if gate.max_ratio_to else None
         return Reading(
             start=starts.get(key),
@@ -387,6 +403,20 @@ class Controller:
             baseline_now=now.get(baseline) if baseline else None,
             series=series.get(key, ()),
         )
+
+    def _per_look_quantile(self, key: str, current: Observation) -> float | None:
+        """The quantile of the requests since the previous look (the series "stable" trends
+        over); None until there is a previous look with requests in between."""
+        previous = self._histograms.get(key)
+        if previous is not None and previous.at == current.at:
+            return None  # the same reading seen by a second gate
+        self._histograms[key] = current
+        if previous is None:
+            return None
+        window = histogram(previous, current)
+        if sum(count for _, count in window) == 0:
+            return None
+        return quantile_estimate(window, PER_LOOK_QUANTILE[key.split("|", 1)[0]])
 
     # --- rollback --------------------------------------------------------------------------
 
@@ -462,7 +492,8 @@ def approve(runbook: Runbook, phase: str, by: str) -> None:
 
 
 def _key(gate: Gate, of: str | None = None) -> str:
-    return f"{gate.metric}|{of if of is not None else gate.of}|{gate.source}"
+    key = f"{gate.metric}|{of if of is not None else gate.of}|{gate.source}"
+    return key + f"|checks:{checks_key(gate.checks)}" if gate.check is not None else key
 
 
 def _gates(step: Step) -> list[Gate]:

@@ -10,8 +10,15 @@ gets a ``Verdict``. Which analysis a gate gets:
                                                               ratio R   → latency_compare_gate
     "none observed" metrics (database_errors, …) with counts            → fail on any event;
                                                                           pass after the bake
-    gauges (cpu, cache_hit_rate, replication lag, …)          below/above → the latest value
+    good events with counts (cache_hit_rate: misses of lookups) above X → rate_gate, misses
+                                                                          vs 1 − X
+    gauges (cpu, replication lag, …)                          below/above → the latest value
     memory_leak / memory_stable (a gauge series)                        → leak_gate (Theil–Sen)
+    latency_stable (the p95 of each look's requests)                    → leak_gate on that
+                                                                          series: no significant
+                                                                          rise above 20 % of its
+                                                                          median over the window
+    a gate with ``check:`` (synthetic probes, ``metrics.checks``)       → failed runs as events
 
 A **phase gate** must hold for the phase to pass (failing is a graceful rollback). A **rollback
 trigger** (the plan's ``rollback.immediate`` / ``graceful`` gates) *fires* when its condition is
@@ -22,6 +29,7 @@ continuously for its ``sustained`` time; until it fires its verdict is a pass.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -58,6 +66,9 @@ _NONE_OBSERVED = frozenset(
     }
 )
 _LEAK = frozenset({"memory_leak", "memory_stable"})
+#: Metrics judged by the trend of one quantile of each look's requests (see the controller).
+PER_LOOK_QUANTILE = {"latency_stable": 0.95}
+STABLE_RISE = 0.2  # "stable": the quantile does not rise by more than this share over the window
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,8 @@ def _evaluate(
             elapsed_s=elapsed_s,
             gate=name,
         )
+    if metric in PER_LOOK_QUANTILE:
+        return _stable(name, reading.series, baked, elapsed_s, on_fail)
     if now.histogram is not None and metric.startswith("latency"):
         window = histogram(reading.start, now)
         if gate.ratio is not None:
@@ -233,17 +246,79 @@ def _evaluate(
                 elapsed_s=elapsed_s,
                 gate=name,
             )
+        if gate.above is not None and metric not in _NONE_OBSERVED:
+            return _good_share_above(name, gate, events, total, baked, elapsed_s, on_fail)
         if metric in _NONE_OBSERVED or gate.below is None:
-            return _none_observed(name, events, total, baked, elapsed_s, on_fail)
+            return _none_observed(name, events, total, baked, elapsed_s, on_fail, now.unit)
     if now.value is not None:
         return _gauge(name, gate, now.value, now.unit or "", baked, elapsed_s, on_fail)
     return _undecided(name, gate, elapsed_s, f"the source gave no usable number for {metric}")
 
 
+def _stable(
+    name: str,
+    series: Sequence[tuple[float, float]],
+    baked: bool,
+    elapsed_s: float,
+    on_fail: Outcome,
+) -> Verdict:
+    """No significant rise of more than ``STABLE_RISE`` of the level over the window so far."""
+    values = [v for _, v in series]
+    span_h = (series[-1][0] - series[0][0]) / 3600 if len(series) > 1 else 0.0
+    level = statistics.median(values) if values else 0.0
+    min_slope = STABLE_RISE * level / span_h if span_h > 0 else math.inf
+    verdict = leak_gate(
+        list(series),
+        min_slope_per_hour=min_slope,
+        alpha=ALPHA,
+        baked=baked,
+        on_fail=on_fail,
+        elapsed_s=elapsed_s,
+        unit="s",
+        gate=name,
+    )
+    return replace(verdict, reason=f"{verdict.reason} (p95 of each look, level {level:.3g} s)")
+
+
+def _good_share_above(
+    name: str,
+    gate: Gate,
+    bad: int,
+    total: int,
+    baked: bool,
+    elapsed_s: float,
+    on_fail: Outcome,
+) -> Verdict:
+    """ "Hit rate above 80 %" is "misses below 20 %": the same anytime-valid rate test, shown
+    the way the plan says it (the good share, its bound and the threshold)."""
+    limit = _fraction(gate.above)
+    shown = rate_gate(
+        bad,
+        total,
+        1.0 - limit,
+        alpha=ALPHA,
+        baked=baked,
+        on_fail=on_fail,
+        elapsed_s=elapsed_s,
+        gate=f"{name} (misses)",
+    )
+    low, high = shown.bound
+    observed = 1.0 - shown.observed if total else math.nan
+    return replace(shown, observed=observed, bound=(1.0 - high, 1.0 - low), threshold=limit)
+
+
 def _none_observed(
-    name: str, events: int, total: int, baked: bool, elapsed_s: float, on_fail: Outcome
+    name: str,
+    events: int,
+    total: int,
+    baked: bool,
+    elapsed_s: float,
+    on_fail: Outcome,
+    what: str | None = None,
 ) -> Verdict:
     if events > 0:
+        # ``what`` (the observation's unit) says what was counted and, for checks and
+        # signals, the latest failure or who raised it: the evidence a rollback carries.
         return Verdict(
             name,
             on_fail,
@@ -252,7 +327,7 @@ def _none_observed(
             0.0,
             total,
             elapsed_s,
-            f"{events} observed in {total} (expected none)",
+            f"{events} observed in {total} (expected none)" + (f": {what}" if what else ""),
         )
     outcome = Outcome.PASS if baked else Outcome.CONTINUE
     return Verdict(

@@ -2,8 +2,10 @@
 
 The built-in proxy (when it is the router) first — it sees every request of both apps — then
 each PostgreSQL, Redis and Prometheus system under its own name (a gate's ``source:`` picks
-one), then the migration's sync lag. A system whose secret cannot be resolved is left out with
-a warning; gates that need it stay undecided and say "no source serves …".
+one), then the migration's sync lag, then signals raised with ``changeover signal``. A system
+whose secret cannot be resolved is left out with a warning; gates that need it stay undecided
+and say "no source serves …". Gates with their own ``check:`` are read by the controller's
+``ChecksSource`` instead.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def metrics_for(runbook: Runbook, router: Router) -> Metrics:
     from changeover.metrics.prometheus import PrometheusSource
     from changeover.metrics.proxy import ProxySource
     from changeover.metrics.redis import RedisSource
+    from changeover.metrics.signals import SignalSource
     from changeover.traffic.builtin import BuiltinRouter
 
     plan = runbook.plan
@@ -59,4 +62,5 @@ def metrics_for(runbook: Runbook, router: Router) -> Metrics:
             sources.append(SyncLagSource(source, url))
         except ChangeoverError as exc:
             log.warning("the migration's sync lag is not available: %s", exc)
+    sources.append(SignalSource(runbook.journal))
     return Metrics(sources)
