@@ -57,6 +57,7 @@ DEFAULT_QUERIES: Mapping[str, PromQuery] = {
     "requests": PromQuery("counter", _ALL, unit="requests"),
     "latency": PromQuery("histogram", _BUCKETS, unit="s"),
     "latency_p95": PromQuery("histogram", _BUCKETS, unit="s"),
+    "latency_stable": PromQuery("histogram", _BUCKETS, unit="s"),
     "memory": PromQuery("gauge", _RSS_MB, unit="MB"),
     "memory_leak": PromQuery("gauge", _RSS_MB, unit="MB"),
     "memory_stable": PromQuery("gauge", _RSS_MB, unit="MB"),
