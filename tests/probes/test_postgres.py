@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ from changeover.probes.postgres import (
     ConnectParams,
     ExtensionParams,
     ExtensionState,
+    HeartbeatFacts,
+    HeartbeatParams,
     IndexesParams,
     IndexFacts,
     PoolParams,
@@ -63,6 +67,7 @@ from changeover.probes.postgres import (
 )
 from changeover.probes.postgres import Connect as ConnectProbe
 from changeover.probes.postgres import Extension as ExtensionProbe
+from changeover.probes.postgres import Heartbeat as HeartbeatProbe
 from changeover.probes.postgres import Indexes as IndexesProbe
 from changeover.probes.postgres import Pool as PoolProbe
 from changeover.probes.postgres import Replication as ReplicationProbe
@@ -1021,3 +1026,168 @@ def test_pgbackrest_not_installed_is_a_plain_reason(tmp_path: Path) -> None:
     result = run("postgres.backup", params, ProbeContext(environ={"PATH": str(tmp_path)}))
     assert result.status is Status.FAIL
     assert result.reason == "pgbackrest not found on PATH"
+
+
+# --- postgres.heartbeat: pure verdicts ----------------------------------------------------------
+
+
+def heartbeat(*values: Any, columns: int = 1, max_age: str = "5m") -> CheckResult:
+    params = HeartbeatParams(system="db", query="SELECT 1", max_age=max_age)
+    facts = HeartbeatFacts("db:5432", columns, values, NOW)
+    return HeartbeatProbe().interpret(params, facts)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        NOW - timedelta(minutes=5),  # at the limit: still fresh
+        (NOW - timedelta(seconds=3)).replace(tzinfo=None),  # without time zone: UTC
+        (NOW - timedelta(minutes=1)).astimezone(timezone(timedelta(hours=-5))),
+        int((NOW - timedelta(seconds=30)).timestamp()),
+        Decimal((NOW - timedelta(seconds=30)).timestamp()),
+        NOW + timedelta(seconds=20),  # a clock a little ahead counts as "just now"
+    ],
+)
+def test_heartbeat_within_max_age_passes(value: Any) -> None:
+    result = heartbeat(value)
+    assert result.status is Status.PASS, result.reason
+
+
+def test_stale_heartbeat_fails_naming_its_age_and_the_limit() -> None:
+    result = heartbeat(NOW - timedelta(minutes=12))
+    assert result.status is Status.FAIL
+    assert result.reason == "the newest heartbeat is 12m old (expected within 5m)"
+    assert measure(result, "age").ok is False
+    assert result.details["age_seconds"] == 720
+
+
+@pytest.mark.parametrize(("values", "found"), [((), "no row"), ((None,), "NULL")])
+def test_no_heartbeat_yet_fails(values: tuple[Any, ...], found: str) -> None:
+    result = heartbeat(*values)
+    assert result.status is Status.FAIL
+    assert result.reason == f"no heartbeat yet (the query gave {found})"
+
+
+def test_heartbeat_far_in_the_future_fails_instead_of_counting_as_fresh() -> None:
+    result = heartbeat(NOW + timedelta(hours=5))
+    assert result.status is Status.FAIL
+    assert "is 5h in the future by the database's clock" in result.reason
+
+
+@pytest.mark.parametrize(
+    ("values", "columns", "message"),
+    [
+        ((NOW,), 2, "gives 2 columns; it must give one column"),
+        ((NOW,), 0, "gives no result (is it a SELECT?)"),
+        ((NOW, NOW), 1, "gives more than one row"),
+        (("2026-12-01 02:00",), 1, "gives text, not a timestamp or epoch seconds"),
+        ((NOW.date(),), 1, "gives a date, not a timestamp"),
+        ((True,), 1, "gives bool, not a timestamp"),
+        ((NOW.timestamp() * 1000 * 1000,), 1, "not a time in epoch seconds (milliseconds?"),
+    ],
+)
+def test_heartbeat_of_another_shape_is_an_error(
+    values: tuple[Any, ...], columns: int, message: str
+) -> None:
+    result = heartbeat(*values, columns=columns)
+    assert result.status is Status.ERROR
+    assert message in result.reason
+
+
+# --- postgres.heartbeat against the real server -------------------------------------------------
+
+
+def job_runs(url: str, *ages: str) -> None:
+    """A job_runs table with one finished run per age ('12 minutes'), by the server's clock."""
+    execute(url, "CREATE TABLE job_runs (id serial PRIMARY KEY, finished_at timestamptz)")
+    for age in ages:
+        execute(url, f"INSERT INTO job_runs (finished_at) VALUES (now() - interval '{age}')")
+
+
+def heartbeat_on(url: str, query: str, **params: Any) -> CheckResult:
+    return run(
+        "postgres.heartbeat", HeartbeatParams(system="db", query=query, **params), context(url)
+    )
+
+
+NEWEST_RUN = "SELECT max(finished_at) FROM job_runs"
+
+
+def test_heartbeat_passes_when_a_job_finished_recently(pg_url: str) -> None:
+    job_runs(pg_url, "2 hours", "10 seconds")
+    result = heartbeat_on(pg_url, NEWEST_RUN, max_age="5m")
+    assert result.status is Status.PASS, result.reason
+    assert result.details["age_seconds"] < 60
+
+
+def test_heartbeat_fails_when_the_newest_job_is_stale(pg_url: str) -> None:
+    job_runs(pg_url, "2 hours", "12 minutes")
+    result = heartbeat_on(pg_url, NEWEST_RUN, max_age="5m")
+    assert result.status is Status.FAIL
+    assert result.reason.startswith("the newest heartbeat is 12m")
+    assert result.reason.endswith("old (expected within 5m)")
+
+
+def test_heartbeat_reads_epoch_seconds_and_timestamps_without_time_zone(pg_url: str) -> None:
+    job_runs(pg_url, "30 seconds")
+    for query in (
+        "SELECT extract(epoch FROM max(finished_at)) FROM job_runs",
+        "SELECT max(finished_at) AT TIME ZONE 'UTC' FROM job_runs",
+        "SELECT max(finished_at) FROM job_runs WHERE finished_at::text LIKE '%'",
+    ):
+        result = heartbeat_on(pg_url, query)
+        assert result.status is Status.PASS, (query, result.reason)
+
+
+def test_heartbeat_fails_when_no_job_ran_yet(pg_url: str) -> None:
+    job_runs(pg_url)
+    assert heartbeat_on(pg_url, NEWEST_RUN).reason == "no heartbeat yet (the query gave NULL)"
+    no_row = heartbeat_on(pg_url, "SELECT finished_at FROM job_runs LIMIT 1")
+    assert no_row.reason == "no heartbeat yet (the query gave no row)"
+
+
+def test_heartbeat_query_of_another_shape_is_an_error(pg_url: str) -> None:
+    job_runs(pg_url, "1 minute", "2 minutes")
+    two_columns = heartbeat_on(pg_url, "SELECT max(finished_at), count(*) FROM job_runs")
+    two_rows = heartbeat_on(pg_url, "SELECT finished_at FROM job_runs")
+    text = heartbeat_on(pg_url, "SELECT max(finished_at)::text FROM job_runs")
+    assert two_columns.status is Status.ERROR and "gives 2 columns" in two_columns.reason
+    assert two_rows.status is Status.ERROR and "more than one row" in two_rows.reason
+    assert text.status is Status.ERROR and "gives text" in text.reason
+
+
+def test_heartbeat_query_may_not_write(pg_url: str) -> None:
+    job_runs(pg_url, "1 minute")
+    writes = heartbeat_on(
+        pg_url, "INSERT INTO job_runs (finished_at) VALUES (now()) RETURNING finished_at"
+    )
+    assert writes.status is Status.ERROR
+    assert writes.reason.startswith("the heartbeat query tries to change data")
+    assert "read-only transaction" in writes.reason
+    # A second statement would escape the read-only transaction after a COMMIT: refused whole.
+    smuggled = heartbeat_on(
+        pg_url, "SELECT now(); COMMIT; INSERT INTO job_runs (finished_at) VALUES (now())"
+    )
+    assert smuggled.status is Status.ERROR
+    assert smuggled.reason == "the heartbeat query is several statements; give one SELECT"
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM job_runs").fetchone() == (1,)
+
+
+def test_heartbeat_query_is_stopped_by_the_statement_timeout(pg_url: str) -> None:
+    started = time.monotonic()
+    result = heartbeat_on(pg_url, "SELECT now() FROM pg_sleep(30)", timeout=1)
+    assert time.monotonic() - started < 5
+    assert result.status is Status.FAIL
+    # The statement_timeout is what is left of the second after connecting, less a margin.
+    assert re.fullmatch(
+        r"the heartbeat query did not finish within 0\.\ds on PostgreSQL at 127\.0\.0\.1:\d+ "
+        r"\(statement_timeout\)",
+        result.reason,
+    ), result.reason
+
+
+def test_heartbeat_on_a_missing_table_names_it(pg_url: str) -> None:
+    result = heartbeat_on(pg_url, NEWEST_RUN)
+    assert result.status is Status.FAIL
+    assert 'relation "job_runs" does not exist' in result.reason

@@ -1,5 +1,6 @@
 """PostgreSQL probes: version and role, pool capacity, slow query log, extensions, replication,
-backups, schema and index hygiene of the target database.
+backups, schema and index hygiene of the target database, and the freshness of a heartbeat
+(the newest timestamp a query returns, e.g. of background jobs).
 
 Every probe that talks to the server goes through ``_session``: the one place that resolves the
 URL secret, connects with the probe's timeout in a read-only session, and turns psycopg errors
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, LiteralString
 
@@ -1129,3 +1131,160 @@ class Indexes(Probe[IndexesParams, IndexFacts]):
             *evidence,
             **details,
         )
+
+
+# --- postgres.heartbeat -------------------------------------------------------------------------
+
+
+class HeartbeatParams(SystemParams):
+    query: str = Field(
+        min_length=1,
+        description="One SELECT giving one row and one column: the newest heartbeat, as a "
+        "timestamp (without time zone = UTC) or epoch seconds, e.g. "
+        "'SELECT max(finished_at) FROM job_runs'. Runs read-only.",
+    )
+    max_age: Duration = Field(
+        default=parse_duration("5m"), description="The newest heartbeat may be at most this old."
+    )
+
+
+@dataclass(frozen=True)
+class HeartbeatFacts:
+    where: str
+    columns: int  # 0 when the statement returns no rows at all (not a SELECT)
+    values: tuple[Any, ...]  # the first column of at most two rows: enough to see "more than one"
+    now: datetime  # the database server's clock when the query had finished
+
+
+# Heartbeats are usually written with the database's clock (DEFAULT now()), so their age is
+# measured on that clock too: the probe host's clock may be off without changing the verdict.
+_SERVER_CLOCK: LiteralString = "SELECT clock_timestamp() AS now"
+
+#: a heartbeat this far ahead of the server's clock is a clock or unit problem, not "fresh"
+_FUTURE_TOLERANCE = timedelta(minutes=1)
+
+
+class Heartbeat(Probe[HeartbeatParams, HeartbeatFacts]):
+    """Runs a query for the newest heartbeat (e.g. of background jobs) and checks its age.
+
+    The query runs in a read-only transaction with a statement_timeout, as one statement.
+    """
+
+    name = "postgres.heartbeat"
+    summary = "the newest timestamp a query returns (background jobs' heartbeat) is recent"
+    Params = HeartbeatParams
+    system_kinds = KINDS
+
+    async def gather(self, params: HeartbeatParams, ctx: ProbeContext) -> HeartbeatFacts:
+        async with _session(params.system, ctx, params.timeout) as session:
+            # What connecting left of the probe's timeout, less a margin for the reason to arrive.
+            budget = max(params.timeout - session.connect_ms / 1000, 0.1) * 0.8
+            await session.rows(
+                "SELECT set_config('statement_timeout', %(ms)s, true)",
+                {"ms": f"{math.ceil(budget * 1000)}ms"},
+            )
+            try:
+                # The plan's text is sent as it is (no parameters, so '%' stays '%'); binary
+                # results force the extended protocol, which runs exactly one statement.
+                cursor = await session.conn.execute(params.query.encode(), binary=True)
+                columns = len(cursor.description or ())
+                rows = await cursor.fetchmany(2) if columns else []
+            except psycopg.errors.ReadOnlySqlTransaction as exc:
+                raise UsageError(
+                    f"the heartbeat query tries to change data ({exc.diag.message_primary}); "
+                    "probes only read: give a SELECT"
+                ) from None
+            except psycopg.errors.QueryCanceled:
+                raise Unreachable(
+                    f"the heartbeat query did not finish within {round(budget, 1):g}s on "
+                    f"PostgreSQL at {session.where} (statement_timeout)"
+                ) from None
+            except psycopg.errors.SyntaxError as exc:
+                if "multiple commands" not in str(exc):
+                    raise
+                raise UsageError(
+                    "the heartbeat query is several statements; give one SELECT"
+                ) from None
+            now = (await session.one(_SERVER_CLOCK))["now"]
+            values = tuple(next(iter(row.values())) for row in rows)
+        return HeartbeatFacts(session.where, columns, values, now)
+
+    def interpret(self, params: HeartbeatParams, raw: HeartbeatFacts) -> CheckResult:
+        limit = format_duration(params.max_age)
+        if raw.columns != 1:
+            gives = "no result (is it a SELECT?)" if raw.columns == 0 else f"{raw.columns} columns"
+            return CheckResult(
+                Status.ERROR,
+                f"the heartbeat query gives {gives}; it must give one column, the newest "
+                "timestamp, e.g. SELECT max(finished_at) FROM job_runs",
+            )
+        if len(raw.values) > 1:
+            return CheckResult(
+                Status.ERROR,
+                "the heartbeat query gives more than one row; it must give one, e.g. "
+                "SELECT max(finished_at) FROM job_runs",
+            )
+        if not raw.values or raw.values[0] is None:
+            found = "no row" if not raw.values else "NULL"
+            return CheckResult.fail(
+                f"no heartbeat yet (the query gave {found})",
+                Measure("newest", None, expected=f"within {limit}", ok=False),
+            )
+        try:
+            newest = heartbeat_time(raw.values[0])
+        except ValueError as exc:
+            return CheckResult(Status.ERROR, str(exc))
+        age = raw.now - newest
+        shown = newest.isoformat(timespec="seconds")
+        if age < -_FUTURE_TOLERANCE:
+            return CheckResult.fail(
+                f"the newest heartbeat ({shown}) is {_age_text(-age)} in the future by the "
+                f"database's clock at {raw.where}: a clock is wrong, or the value is not in UTC",
+                Measure("newest", shown, expected="not in the future", ok=False),
+            )
+        age = max(age, timedelta(0))  # a heartbeat written a moment ago on a clock a bit ahead
+        fresh = age <= params.max_age
+        evidence = (
+            Measure("newest", shown),
+            Measure("age", _age_text(age), expected=f"within {limit}", ok=fresh),
+        )
+        details: dict[str, JSON] = {"age_seconds": round(age.total_seconds(), 1)}
+        if not fresh:
+            return CheckResult.fail(
+                f"the newest heartbeat is {_age_text(age)} old (expected within {limit})",
+                *evidence,
+                **details,
+            )
+        return CheckResult.passed(
+            f"the newest heartbeat is {_age_text(age)} old (within {limit})", *evidence, **details
+        )
+
+
+_TYPE_NAMES = {"str": "text", "date": "a date", "time": "a time of day", "timedelta": "an interval"}
+
+
+def heartbeat_time(value: Any) -> datetime:
+    """A heartbeat value as an aware datetime: a timestamp (naive = UTC) or epoch seconds.
+
+    Raises ``ValueError`` with the plain reason when the value is neither.
+    """
+    if isinstance(value, datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError(
+                f"the heartbeat query gives {value}, which is not a time in epoch seconds "
+                "(milliseconds? divide by 1000)"
+            ) from None
+    kind = type(value).__name__
+    raise ValueError(
+        f"the heartbeat query gives {_TYPE_NAMES.get(kind, kind)}, not a timestamp or epoch "
+        "seconds; cast it, e.g. max(finished_at)::timestamptz"
+    )
+
+
+def _age_text(age: timedelta) -> str:
+    """``human_age`` without a zero second unit: "12m", not "12m 0s"."""
+    return re.sub(r" 0[a-z]$", "", human_age(age))
