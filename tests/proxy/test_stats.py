@@ -300,3 +300,36 @@ def test_each_stats_object_has_its_own_registry() -> None:
         )
         == 0
     )
+
+
+def test_exports_unanswered_attempts_and_notable_codes_kept_past_the_ring() -> None:
+    clock = FakeClock(1000.0)
+    stats = make(clock)
+    for status in (401, 401, 403, 429, 418, 500):
+        finish(stats, NEW_A, status)
+    stats.upstream_failed(NEW_A, "connect refused", reached_upstream=False)
+    clock.now += 120  # the first second left the ring: folded into the totals
+    stats.request_started(NEW_A)
+    stats.upstream_failed(NEW_A, "no answer within 30s", reached_upstream=True)
+    stats.request_finished(NEW_A, 504, 30.0, 0, 0)
+    families = _families(stats)
+
+    responses = families["changeover_proxy_responses"]
+    assert responses.type == "counter"
+    name = "changeover_proxy_responses_total"
+    new_a = {"backend": "new", "instance": "a"}
+    got = {
+        s.labels["code"]: s.value for s in responses.samples if s.labels.items() >= new_a.items()
+    }
+    assert got == {"401": 2, "403": 1, "408": 0, "429": 1, "502": 0, "503": 0, "504": 1}
+    # Every instance has every notable code from the start, at zero.
+    assert _sample(responses, name, backend="legacy", instance="b", code="401") == 0
+    unanswered = families["changeover_proxy_unanswered"]
+    assert _sample(unanswered, "changeover_proxy_unanswered_total", **new_a) == 1
+    assert _sample(unanswered, "changeover_proxy_unanswered_total", instance="b") == 0
+    # The reached timeout is in upstream_errors and, as its 504, in requests.
+    errors = families["changeover_proxy_upstream_errors"]
+    kinds = {s.labels["kind"]: s.value for s in errors.samples if s.labels["backend"] == "new"}
+    assert kinds == {"connect_refused": 1, "no_answer_within_30s": 1}
+    requests = families["changeover_proxy_requests"]
+    assert _sample(requests, "changeover_proxy_requests_total", **new_a, code_class="5xx") == 2

@@ -1,8 +1,9 @@
 """Metrics of the built-in proxy, read from its admin API's Prometheus exposition (``/metrics``).
 
-One scrape holds every backend's counters, so it is kept for ``cache_s`` (0.5 s) and serves all
-the metrics read in that time. Counters are since the proxy started; the controller takes
-differences. ``parse_exposition`` and ``observe`` are pure; ``ProxySource.read`` does the I/O.
+One scrape holds every backend's counters and is kept for ``cache_s`` (0.5 s) to serve all the
+metrics read in that time. Counters are since the proxy started (the controller takes differences);
+rates are out of attempts: answered plus never reached. ``parse_exposition`` and ``observe`` are
+pure; ``ProxySource.read`` does the I/O.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -20,25 +21,41 @@ from changeover.metrics._common import Failed, get, missing, wall_clock
 from changeover.metrics.base import Observation
 from changeover.secrets import REDACTOR
 
-#: metric → what it is read from; latency and latency_p95 are the same histogram
-SERVED = frozenset({"error_rate", "latency", "latency_p95", "requests", "stuck_requests"})
+#: metric → the notable statuses it counts as events, out of all attempts (the proxy exports
+#: ``changeover_proxy_responses_total`` for a fixed set of codes: stats.NOTABLE_CODES)
+CODE_RATIOS: Mapping[str, tuple[int, ...]] = {
+    "auth_failures": (401, 403),
+    "rate_limited": (429,),
+    "timeout_rate": (408, 504),
+}
+#: metrics read from the latency histogram: all three are the same since-start histogram
+HISTOGRAMS = frozenset({"latency", "latency_p95", "latency_stable"})
+SERVED = frozenset({"error_rate", "requests", "stuck_requests", *CODE_RATIOS, *HISTOGRAMS})
 
 _REQUESTS = "changeover_proxy_requests_total"
-_ERRORS = "changeover_proxy_upstream_errors_total"
+_RESPONSES = "changeover_proxy_responses_total"
+_UNANSWERED = "changeover_proxy_unanswered_total"
 _IN_FLIGHT = "changeover_proxy_in_flight"
 _BUCKET = "changeover_proxy_request_duration_seconds_bucket"
-_SAMPLES = frozenset({_REQUESTS, _ERRORS, _IN_FLIGHT, _BUCKET})
+_SAMPLES = frozenset({_REQUESTS, _RESPONSES, _UNANSWERED, _IN_FLIGHT, _BUCKET})
 
 
 @dataclass
 class Backend:
     """One backend's numbers from a scrape, summed over its instances."""
 
-    answered: int = 0  # answered by an instance, any status
+    answered: int = 0  # answered by an instance, any status (the proxy's own 502/504 included)
     answered_5xx: int = 0
-    upstream_errors: int = 0  # attempts that failed on the way to or from an instance
+    # attempts that never reached an instance; None when the exposition has no such counter
+    # (a proxy older than this reader), which must not read as "no failures"
+    unanswered: int | None = None
+    codes: dict[int, int] = field(default_factory=dict)  # notable status → answers
     in_flight: int = 0
     buckets: dict[float, int] = field(default_factory=dict)  # upper bound → cumulative count
+
+    @property
+    def attempts(self) -> int:
+        return self.answered + (self.unanswered or 0)
 
 
 def parse_exposition(text: str) -> dict[str, Backend]:
@@ -60,8 +77,11 @@ def parse_exposition(text: str) -> dict[str, Backend]:
                 entry.answered += count
                 if sample.labels.get("code_class") == "5xx":
                     entry.answered_5xx += count
-            elif sample.name == _ERRORS:
-                entry.upstream_errors += count
+            elif sample.name == _RESPONSES:
+                code = int(sample.labels["code"])
+                entry.codes[code] = entry.codes.get(code, 0) + count
+            elif sample.name == _UNANSWERED:
+                entry.unanswered = (entry.unanswered or 0) + count
             elif sample.name == _IN_FLIGHT:
                 entry.in_flight += count
             else:
@@ -82,31 +102,55 @@ def observe(metric: str, of: str | None, at: float, backends: dict[str, Backend]
         return Observation.missing(
             metric, of, at, f"the proxy has no backend {of!r} (backends: {known})"
         )
+    if metric == "stuck_requests":
+        return Observation(metric, of, at, value=float(entry.in_flight), unit="requests")
+    if metric in HISTOGRAMS:
+        histogram = tuple(sorted(entry.buckets.items()))
+        if not histogram or not math.isinf(histogram[-1][0]):
+            return Observation.missing(metric, of, at, "the proxy exported no latency histogram")
+        return Observation(metric, of, at, histogram=histogram, unit="s")
+    if metric not in SERVED:
+        return Observation.missing(metric, of, at, f"the proxy source does not serve {metric!r}")
+    if entry.unanswered is None:
+        return Observation.missing(
+            metric,
+            of,
+            at,
+            f"the proxy does not export {_UNANSWERED}, so failed attempts cannot be counted "
+            "(a proxy from an older changeover?)",
+        )
+    if metric == "requests":
+        return Observation(metric, of, at, total=entry.attempts, unit="requests")
     if metric == "error_rate":
-        # An attempt that failed after reaching the instance is counted both as its 502/504
-        # and as an upstream error (the exposition does not tell them apart), so the rate
-        # leans high rather than hiding a failure.
-        total = entry.answered + entry.upstream_errors
+        # A failure after reaching the instance is already in `answered` as the 502/504 the
+        # proxy answered, so only the unreached attempts are added: each attempt counts once.
         return Observation(
             metric,
             of,
             at,
-            events=entry.answered_5xx + entry.upstream_errors,
-            total=total,
-            unit="5xx or failed attempts / attempts",
+            events=entry.answered_5xx + entry.unanswered,
+            total=entry.attempts,
+            unit="5xx or unanswered / requests",
         )
-    if metric == "requests":
-        return Observation(metric, of, at, total=entry.answered + entry.upstream_errors)
-    if metric == "stuck_requests":
-        return Observation(metric, of, at, value=float(entry.in_flight), unit="requests")
-    histogram = tuple(sorted(entry.buckets.items()))
-    if not histogram or not math.isinf(histogram[-1][0]):
-        return Observation.missing(metric, of, at, "the proxy exported no latency histogram")
-    return Observation(metric, of, at, histogram=histogram, unit="s")
+    codes = CODE_RATIOS[metric]
+    absent = [code for code in codes if code not in entry.codes]
+    if absent:
+        shown = ", ".join(map(str, absent))
+        return Observation.missing(
+            metric, of, at, f"the proxy does not export {_RESPONSES} for code {shown}"
+        )
+    return Observation(
+        metric,
+        of,
+        at,
+        events=sum(entry.codes[code] for code in codes),
+        total=entry.attempts,
+        unit="|".join(map(str, codes)) + " / requests",
+    )
 
 
 class ProxySource:
-    """The built-in proxy's admin API: error_rate, latency(_p95), requests, stuck_requests.
+    """The built-in proxy's admin API: the metrics in ``SERVED``, for one backend each.
 
     ``token`` is the admin bearer token (reads may be open on loopback, then None is enough).
     """

@@ -1,9 +1,9 @@
 """The proxy's statistics: per backend and instance, over sliding windows, as JSON and Prometheus.
 
-``ProxyStats`` is the core's ``Observer``. The hot path only increments counters and records one
-value into the HDR histogram of the current one-second bucket of a 60-slot ring; windows ("last
-10 s", "last 60 s") and backend totals are merged when someone asks. A bucket leaving the ring is
-folded into the since-start totals, so nothing recorded is ever dropped from the counters.
+``ProxyStats`` is the core's ``Observer``. The hot path only increments counters (by status class
+and, for a few notable codes, by code) and records one value into the HDR histogram of the current
+one-second bucket of a 60-slot ring; windows and totals are merged when someone asks. A bucket
+leaving the ring is folded into the since-start totals, so no recorded count is ever dropped.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ SIGNIFICANT_FIGURES = 3
 #: The ring keeps this many one-second buckets: the longest sliding window.
 RING_SECONDS = 60
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+#: Statuses also counted one by one (``changeover_proxy_responses_total{code}``): the ones the
+#: rollout gates read (auth failures, rate limiting, timeouts, bad gateways). A fixed set keeps
+#: the label bounded whatever an application answers.
+NOTABLE_CODES = (401, 403, 408, 429, 502, 503, 504)
+_NOTABLE_INDEX = {code: i for i, code in enumerate(NOTABLE_CODES)}
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p50", 50.0),
     ("p90", 90.0),
@@ -90,6 +95,7 @@ class _Bucket:
         "errors",
         "latency",
         "latency_sum",
+        "notable",
         "second",
         "unanswered",
     )
@@ -107,6 +113,7 @@ class _Bucket:
         """
         self.second = second
         self.codes = [0, 0, 0, 0, 0]
+        self.notable = [0] * len(NOTABLE_CODES)  # answers of each NOTABLE_CODES status
         self.errors: dict[str, int] = {}
         self.unanswered = 0  # failures that never reached the upstream: no request_finished
         self.bytes_in = 0
@@ -126,6 +133,8 @@ class _Bucket:
     def add(self, other: _Bucket) -> None:
         for i, count in enumerate(other.codes):
             self.codes[i] += count
+        for i, count in enumerate(other.notable):
+            self.notable[i] += count
         for kind, count in other.errors.items():
             self.errors[kind] = self.errors.get(kind, 0) + count
         self.unanswered += other.unanswered
@@ -298,6 +307,9 @@ class ProxyStats:
                 series.in_flight -= 1
             bucket = series.bucket(int(self._clock()))
             bucket.codes[_status_index(status)] += 1
+            notable = _NOTABLE_INDEX.get(status)
+            if notable is not None:
+                bucket.notable[notable] += 1
             bucket.bytes_in += bytes_in
             bucket.bytes_out += bytes_out
             bucket.latency_sum += seconds
@@ -443,9 +455,24 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
         "Requests answered by an upstream instance, by status class.",
         labels=["backend", "instance", "code_class"],
     )
+    responses = CounterMetricFamily(
+        "changeover_proxy_responses",
+        f"Answers with a notable status ({' '.join(map(str, NOTABLE_CODES))}), by code; "
+        "also counted in changeover_proxy_requests.",
+        labels=["backend", "instance", "code"],
+    )
+    unanswered = CounterMetricFamily(
+        "changeover_proxy_unanswered",
+        "Attempts that never reached the upstream instance (connecting failed or timed out); "
+        "not in changeover_proxy_requests.",
+        labels=["backend", "instance"],
+    )
+    # For people: an attempt that reached the instance and failed is here and also in
+    # changeover_proxy_requests as the 502/504 the proxy answered, so it is not a rate's input.
     errors = CounterMetricFamily(
         "changeover_proxy_upstream_errors",
-        "Attempts that got no answer from the upstream instance, by kind.",
+        "Failed attempts by kind: unreached ones, and reached ones also counted as their "
+        "502/504 in changeover_proxy_requests.",
         labels=["backend", "instance", "kind"],
     )
     moved = CounterMetricFamily(
@@ -471,6 +498,9 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
             total.add(bucket)
         for code_class, count in zip(STATUS_CLASSES, total.codes, strict=True):
             requests.add_metric([*labels, code_class], count)
+        for code, count in zip(NOTABLE_CODES, total.notable, strict=True):
+            responses.add_metric([*labels, str(code)], count)
+        unanswered.add_metric(labels, total.unanswered)
         for kind, count in sorted(total.errors.items()):
             errors.add_metric([*labels, kind], count)
         moved.add_metric([*labels, "in"], total.bytes_in)
@@ -491,7 +521,17 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
     )
     mirrored.add_metric(["ok"], stats.mirrored_total - stats.mirror_errors)
     mirrored.add_metric(["error"], stats.mirror_errors)
-    yield from (requests, errors, moved, in_flight, duration, client, mirrored)
+    yield from (
+        requests,
+        responses,
+        unanswered,
+        errors,
+        moved,
+        in_flight,
+        duration,
+        client,
+        mirrored,
+    )
 
 
 def _cumulative_buckets(hist: HdrHistogram | None) -> list[tuple[str, float]]:
@@ -592,6 +632,7 @@ __all__ = [
     "DURATION_BUCKETS",
     "HIGHEST_US",
     "LOWEST_US",
+    "NOTABLE_CODES",
     "RING_SECONDS",
     "STATUS_CLASSES",
     "Clock",
