@@ -1165,10 +1165,7 @@ _FUTURE_TOLERANCE = timedelta(minutes=1)
 
 
 class Heartbeat(Probe[HeartbeatParams, HeartbeatFacts]):
-    """Runs a query for the newest heartbeat (e.g. of background jobs) and checks its age.
-
-    The query runs in a read-only transaction with a statement_timeout, as one statement.
-    """
+    """Runs one read-only statement (statement_timeout set) for the newest heartbeat; checks age."""
 
     name = "postgres.heartbeat"
     summary = "the newest timestamp a query returns (background jobs' heartbeat) is recent"
