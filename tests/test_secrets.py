@@ -68,3 +68,17 @@ def test_scrub_value_walks_nested_json() -> None:
 def test_helpers_for_display() -> None:
     assert mask_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
     assert referenced_names("${A}/${B:-x}") == ["A", "B"]
+
+
+def test_ephemeral_values_are_scrubbed_but_only_the_newest_are_kept() -> None:
+    from changeover.secrets import Redactor
+
+    redactor = Redactor()
+    redactor.register("long-lived-secret")
+    for i in range(Redactor.EPHEMERAL_LIMIT + 10):
+        redactor.register(f"cookie-value-{i:06d}", ephemeral=True)
+    newest = f"cookie-value-{Redactor.EPHEMERAL_LIMIT + 9:06d}"
+    assert redactor.scrub(f"a {newest} b") == "a *** b"
+    assert redactor.scrub("cookie-value-000000") == "cookie-value-000000"  # forgotten
+    assert redactor.scrub("long-lived-secret") == "***"
+    assert len(redactor._ephemeral) == Redactor.EPHEMERAL_LIMIT

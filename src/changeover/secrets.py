@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,32 @@ REDACTED = "***"
 class Redactor:
     """Remembers resolved secret values and scrubs them from any text or JSON-like value."""
 
+    #: Short-lived values (session cookies a synthetic check logs in for every second) are
+    #: remembered only this many at a time, oldest forgotten first: a long watch must not grow
+    #: the set — and the cost of every scrub — without bound.
+    EPHEMERAL_LIMIT = 1024
+
     def __init__(self) -> None:
         self._values: set[str] = set()
+        self._ephemeral: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
-    def register(self, value: str) -> None:
+    def register(self, value: str, *, ephemeral: bool = False) -> None:
         # Very short values would redact ordinary words; they are not credentials anyway.
-        if len(value) >= 4:
-            with self._lock:
+        if len(value) < 4:
+            return
+        with self._lock:
+            if not ephemeral:
                 self._values.add(value)
+                return
+            self._ephemeral[value] = None
+            self._ephemeral.move_to_end(value)
+            while len(self._ephemeral) > self.EPHEMERAL_LIMIT:
+                self._ephemeral.popitem(last=False)
 
     def scrub(self, text: str) -> str:
         with self._lock:
-            values = sorted(self._values, key=len, reverse=True)
+            values = sorted(self._values.union(self._ephemeral), key=len, reverse=True)
         for value in values:
             if value in text:
                 text = text.replace(value, REDACTED)

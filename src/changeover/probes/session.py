@@ -239,7 +239,7 @@ class HttpSessionProbe(Probe[SessionParams, SessionAttempt]):
         cookies = set_cookies(answer.headers.get("set-cookie", ""))
         token = bearer_token(answer.body, login.token_json_path)
         for secret in (*cookies.values(), token or ""):
-            REDACTOR.register(secret)
+            REDACTOR.register(secret, ephemeral=True)  # a new one at every look
 
         use = params.use
         # The second request gets what the first left of the timeout (Session stops at 70%).
