@@ -469,6 +469,7 @@ def demo(json_: bool, workdir: Path | None) -> None:
     run_demo(out, json_output=json_, workdir=workdir)
 
 
+from changeover.cli_loadtest import loadtest  # noqa: E402
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
 from changeover.cli_rollout import approve, rollback, run, signal  # noqa: E402
 
@@ -477,6 +478,7 @@ cli.add_command(run)
 cli.add_command(approve)
 cli.add_command(rollback)
 cli.add_command(signal)
+cli.add_command(loadtest)
 
 
 def main(argv: list[str] | None = None) -> int:

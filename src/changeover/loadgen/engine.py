@@ -1,0 +1,556 @@
+"""The open-model engine: keep-alive HTTP/1.1 connections that send each request on schedule.
+
+asyncio Protocols with httptools' response parser (Content-Length, chunked, close-delimited),
+on uvloop where it is installed. A tick (the loop's timer, ~1 ms resolution) counts how many
+requests are due and hands each to an idle connection; a request that finds none waits, its
+clock already running, while another connection opens (up to ``connections``). Latency runs
+from the scheduled time, so a stalled server shows as latency instead of quietly lowering the
+load (no coordinated omission). Sent more than 10 ms late: ``late``; never sent: ``missed``.
+This is one process; ``workers.py`` runs several and ``run_load`` is the in-process API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import httptools
+from hdrh.histogram import HdrHistogram
+
+from changeover.errors import UsageError
+from changeover.loadgen.mix import Mix
+from changeover.loadgen.result import (
+    LoadResult,
+    Progress,
+    Tally,
+    new_histogram,
+    progress,
+    record_seconds,
+)
+from changeover.loadgen.schedule import Schedule, Share
+from changeover.loadgen.target import Target, TargetUnreachable
+
+LATE_AFTER = 0.010  # a request sent later than this after its due time is late
+TICK = 0.001  # the loop's timers have millisecond resolution; shorter waits would spin
+CONNECT_TIMEOUT = 3.0
+BODY_LIMIT = 2048  # bytes of a response body kept for --record
+HOUSEKEEPING = 0.1  # seconds between timeout and stop checks
+
+Clock = Callable[[], float]
+Interval = Callable[[float, Tally, HdrHistogram], None]  # elapsed, totals, last second's latency
+
+
+class Recorder:
+    """--record: one JSON line per request that may change something, with its answer."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._file: IO[str] = path.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the record file {path}: {exc.strerror}") from exc
+
+    def write(self, entry: dict[str, Any]) -> None:
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _Flight:
+    """One request on the wire, from its send to its answer (or failure)."""
+
+    __slots__ = (
+        "body",
+        "due",
+        "head",
+        "keep_alive",
+        "method",
+        "number",
+        "path",
+        "record",
+        "sent_at",
+        "status",
+        "truncated",
+    )
+
+    def __init__(
+        self, number: int, due: float, sent_at: float, method: str, path: str, record: bool
+    ) -> None:
+        self.number, self.due, self.sent_at = number, due, sent_at
+        self.method, self.path, self.record = method, path, record
+        self.head = method == "HEAD"
+        self.status: int | None = None
+        self.keep_alive = True
+        self.body = bytearray()
+        self.truncated = False
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection carrying one request at a time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.flight: _Flight | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        # After a HEAD answer the parser still expects the body its Content-Length announced
+        # (httptools cannot be told to skip it): the next request starts a fresh parser.
+        self.parser_dirty = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.engine.connected(self)
+
+    def send(self, flight: _Flight, data: bytes) -> None:
+        assert self.transport is not None
+        if self.parser_dirty:
+            self.parser, self.parser_dirty = httptools.HttpResponseParser(self), False
+        self.flight = flight
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        if self.flight is None:  # bytes nobody asked for: this connection cannot be trusted
+            self.abort()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(f"invalid HTTP response ({exc})")
+
+    # httptools callbacks
+
+    def on_headers_complete(self) -> None:
+        flight = self.flight
+        if flight is None:
+            return
+        flight.status = self.parser.get_status_code()
+        flight.keep_alive = bool(self.parser.should_keep_alive())
+        if flight.head:
+            self.parser_dirty = True
+            self._complete()
+
+    def on_body(self, body: bytes) -> None:
+        flight = self.flight
+        if flight is not None and flight.record and not flight.truncated:
+            room = BODY_LIMIT - len(flight.body)
+            flight.body += body[:room]
+            flight.truncated = len(body) > room
+
+    def on_message_complete(self) -> None:
+        if self.flight is not None and self.flight.status is not None:
+            if self.flight.status < 200:
+                self.flight.status = None  # 1xx: the real answer follows
+                return
+            self._complete()
+
+    def _complete(self) -> None:
+        flight, self.flight = self.flight, None
+        assert flight is not None
+        self.engine.answered(self, flight)
+
+    def fail(self, reason: str) -> None:
+        flight, self.flight = self.flight, None
+        if flight is not None:
+            self.engine.failed(self, flight, reason)
+        self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        flight, self.flight = self.flight, None
+        if flight is not None:
+            if flight.status is not None and not flight.keep_alive:
+                self.engine.answered(self, flight)  # a body delimited by the close: complete
+            else:
+                self.engine.failed(self, flight, _closed_reason(exc))
+        self.engine.lost(self)
+
+
+def _closed_reason(exc: BaseException | None) -> str:
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the server"
+    if exc is not None:
+        return f"connection lost ({type(exc).__name__})"
+    return "connection closed by the server before the answer"
+
+
+def _connect_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no connection within {CONNECT_TIMEOUT:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
+
+
+@dataclass
+class Run:
+    """What ``Engine.run`` returns: the tally, the window it covers, whether it was stopped."""
+
+    tally: Tally
+    window: float
+    interrupted: bool
+
+
+class Engine:
+    """Sends one share of a schedule over a pool of keep-alive connections."""
+
+    def __init__(
+        self,
+        target: Target,
+        schedule: Schedule,
+        mix: Mix,
+        *,
+        share: Share | None = None,
+        connections: int = 256,
+        timeout: float = 10.0,
+        seed: int = 0,
+        recorder: Recorder | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.target = target
+        self.schedule = schedule
+        self.share = share or schedule.share(0, 1)
+        self.cap = max(1, connections)
+        self.timeout = timeout
+        self.recorder = recorder
+        self.clock = clock
+        self.requests = mix.requests
+        self.sequence = mix.sequence(seed)
+        self.wires = [None if r.templated else r.wire(target.host_header) for r in mix.requests]
+        self.tally = Tally()
+        self.interval = new_histogram()
+        self.idle: list[_Connection] = []  # LIFO: a few hot connections, the rest stay idle
+        self.busy: set[_Connection] = set()
+        self.open = 0  # connected or connecting
+        self.connecting = 0
+        self.next = 0  # this share's next request to send
+        self.due_count = 0  # this share's requests due by the last tick
+        self.t0 = 0.0
+        self.sending = False
+        self.stopped = False
+        self.send_end = 0.0
+        self.last_answer = 0.0
+        self.finished = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- before the start ------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Open the first connections; none at all means the target is unreachable."""
+        share_rate = self.schedule.rate / self.share.count
+        initial = min(self.cap, max(2, math.ceil(share_rate * 0.004)))
+        outcomes = await asyncio.gather(*(self._open() for _ in range(initial)))
+        failures = [reason for reason in outcomes if reason is not None]
+        if len(failures) == initial:
+            raise TargetUnreachable(
+                f"cannot connect to {self.target.address}:{self.target.port} "
+                f"({failures[0]}): is the server running? Nothing was sent"
+            )
+
+    async def _open(self) -> str | None:
+        """One new connection (it joins the pool itself); the reason when it failed."""
+        self.open += 1
+        self.connecting += 1
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _Connection(self), self.target.address, self.target.port
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.open -= 1
+            self.connecting -= 1
+            return _connect_reason(exc)
+        return None
+
+    # --- connection events -----------------------------------------------------------------
+
+    def connected(self, conn: _Connection) -> None:
+        self.connecting -= 1
+        self.tally.connections += 1
+        self._free(conn, self.clock())
+
+    def answered(self, conn: _Connection, flight: _Flight) -> None:
+        now = self.clock()
+        self.busy.discard(conn)
+        tally = self.tally
+        tally.answered += 1
+        status = flight.status or 0
+        tally.statuses[status] += 1
+        record_seconds(tally.latency, now - flight.due)
+        record_seconds(self.interval, now - flight.due)
+        self.last_answer = now
+        if flight.record:
+            self._record(flight, now, None)
+        if flight.keep_alive and conn.transport is not None:
+            self._free(conn, now)
+        else:
+            conn.abort()  # the server asked to close; ``lost`` follows
+            self._check_done()
+
+    def failed(self, conn: _Connection, flight: _Flight, reason: str) -> None:
+        self.busy.discard(conn)
+        self.tally.failures[reason] += 1
+        if flight.record:
+            self._record(flight, self.clock(), reason)
+        self._check_done()
+
+    def lost(self, conn: _Connection) -> None:
+        self.open -= 1
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+        self.busy.discard(conn)
+        if self.sending:
+            self._pump(self.clock())  # a waiting request may need a new connection
+        self._check_done()
+
+    def _record(self, flight: _Flight, now: float, error: str | None) -> None:
+        assert self.recorder is not None
+        self.recorder.write(
+            {
+                "n": flight.number,
+                "method": flight.method,
+                "path": flight.path,
+                "status": flight.status if error is None else None,
+                "body": bytes(flight.body).decode("utf-8", errors="replace"),
+                "body_truncated": flight.truncated,
+                "error": error,
+                "latency_ms": round((now - flight.due) * 1000, 3),
+            }
+        )
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def _free(self, conn: _Connection, now: float) -> None:
+        if self.sending and self.next < self.due_count:
+            self._send(conn, now)
+        else:
+            self.idle.append(conn)
+            self._check_done()
+
+    def _send(self, conn: _Connection, now: float) -> None:
+        j = self.next
+        self.next += 1
+        number = self.share.global_index(j)
+        due = self.t0 + self.share.due(j)
+        lag = now - due
+        tally = self.tally
+        if lag > LATE_AFTER:
+            tally.late += 1
+        record_seconds(tally.send_lag, lag)
+        k = self.sequence[number % len(self.sequence)]
+        request = self.requests[k]
+        data = self.wires[k] or request.wire(self.target.host_header, number)
+        record = self.recorder is not None and request.recorded
+        path = request.path.replace("{i}", str(number)) if record else ""
+        tally.sent += 1
+        self.busy.add(conn)
+        conn.send(_Flight(number, due, now, request.method, path, record), data)
+        if self.next >= self.share.size:
+            self._end_sending(now)
+
+    def _pump(self, now: float) -> None:
+        """Hand due requests to idle connections; open more for the ones left waiting."""
+        while self.next < self.due_count and self.idle and self.sending:
+            conn = self.idle.pop()
+            if conn.transport is not None and not conn.transport.is_closing():
+                self._send(conn, now)
+        if not self.sending:
+            return
+        wanted = min(self.due_count - self.next - self.connecting, self.cap - self.open)
+        for _ in range(wanted):
+            task = asyncio.get_running_loop().create_task(self._open_for_waiting())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _open_for_waiting(self) -> None:
+        reason = await self._open()
+        if reason is not None and self.sending and self.next < self.due_count:
+            # The oldest waiting request fails with the reason instead of waiting forever
+            # (a server that went away shows as errors, not as a slow generator).
+            now = self.clock()
+            j = self.next
+            self.next += 1
+            self.tally.sent += 1
+            record_seconds(self.tally.send_lag, now - self.t0 - self.share.due(j))
+            self.tally.failures[f"connect: {reason}"] += 1
+            if self.next >= self.share.size:
+                self._end_sending(now)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not self.sending:
+            return
+        now = self.clock()
+        elapsed = now - self.t0
+        if elapsed >= self.schedule.duration + LATE_AFTER or self.next >= self.share.size:
+            self._end_sending(now)
+            return
+        self.due_count = self.share.due_by(elapsed)
+        self._pump(now)
+        if not self.sending:
+            return
+        if self.due_count < self.share.size:
+            wake = self.share.due(self.due_count)
+        else:
+            wake = self.schedule.duration + LATE_AFTER
+        delay = max(TICK, self.t0 + wake - self.clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _end_sending(self, now: float, *, stopped: bool = False) -> None:
+        if not self.sending:
+            return
+        self.sending = False
+        self.stopped = stopped
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        elapsed = now - self.t0
+        due = self.share.due_by(elapsed) if stopped else self.share.size
+        self.tally.scheduled = max(due, self.next)
+        self.tally.missed = self.tally.scheduled - self.next
+        # The schedule spans its whole duration even when the last request left early.
+        self.send_end = now if stopped else self.t0 + self.schedule.duration
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if not self.sending and not self.busy and self.t0:
+            self.finished.set()
+
+    # --- the run ----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        start_at: float | None = None,
+        *,
+        should_stop: Callable[[], bool] = lambda: False,
+        on_interval: Interval | None = None,
+    ) -> Run:
+        """Send the share on schedule from ``start_at`` (this clock); wait for the answers."""
+        loop = asyncio.get_running_loop()
+        self.t0 = start_at if start_at is not None else self.clock() + 0.005
+        self.sending = True
+        self._timer = loop.call_later(max(0.0, self.t0 - self.clock()), self._tick)
+        keeper = loop.create_task(self._housekeeping(should_stop, on_interval))
+        try:
+            await self.finished.wait()
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            self._close()
+        end = max(self.send_end, self.last_answer)
+        return Run(self.tally, max(end - self.t0, 1e-9), self.stopped)
+
+    async def _housekeeping(
+        self, should_stop: Callable[[], bool], on_interval: Interval | None
+    ) -> None:
+        last_report = self.t0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING)
+            now = self.clock()
+            if self.sending and should_stop():
+                self._end_sending(now, stopped=True)
+            for conn in list(self.busy):
+                flight = conn.flight
+                if flight is not None and now - flight.sent_at > self.timeout:
+                    conn.fail(f"no answer within {self.timeout:g} s")
+            if on_interval is not None and now - last_report >= 1.0 and now > self.t0:
+                interval, self.interval = self.interval, new_histogram()
+                on_interval(now - self.t0, self.tally, interval)
+                last_report = now
+            if self.recorder is not None:
+                self.recorder.flush()
+
+    def _close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in [*self.idle, *self.busy]:
+            if conn.transport is not None:
+                conn.transport.close()
+        self.idle.clear()
+
+
+async def run_load(
+    target: Target,
+    schedule: Schedule,
+    mix: Mix,
+    *,
+    connections: int = 256,
+    timeout: float = 10.0,
+    seed: int = 0,
+    record: Path | None = None,
+    stop: asyncio.Event | None = None,
+    progress_to: Callable[[Progress], Awaitable[None] | None] | None = None,
+) -> LoadResult:
+    """Run ``schedule`` against ``target`` in this process and loop; the demo's entry point.
+
+    ``stop`` ends the sending early (what was due and unsent counts as missed; the result says
+    interrupted); ``progress_to`` receives a ``Progress`` about once a second.
+    Raises ``TargetUnreachable`` before sending anything when no connection can be opened.
+    """
+    recorder = Recorder(record) if record is not None else None
+    engine = Engine(
+        target,
+        schedule,
+        mix,
+        connections=connections,
+        timeout=timeout,
+        seed=seed,
+        recorder=recorder,
+    )
+    answered_before, elapsed_before = 0, 0.0
+
+    def report(elapsed: float, tally: Tally, interval: HdrHistogram) -> None:
+        nonlocal answered_before, elapsed_before
+        if progress_to is None:
+            return
+        shown = progress(elapsed, elapsed - elapsed_before, tally, answered_before, interval)
+        answered_before, elapsed_before = tally.answered, elapsed
+        outcome = progress_to(shown)
+        if asyncio.iscoroutine(outcome):
+            task = asyncio.get_running_loop().create_task(outcome)
+            engine._tasks.add(task)
+            task.add_done_callback(engine._tasks.discard)
+
+    try:
+        await engine.prepare()
+        run = await engine.run(
+            should_stop=stop.is_set if stop is not None else (lambda: False),
+            on_interval=report if progress_to is not None else None,
+        )
+    finally:
+        if recorder is not None:
+            recorder.close()
+    return LoadResult(
+        url=target.url,
+        rate=schedule.rate,
+        duration=schedule.duration,
+        window=run.window,
+        processes=1,
+        tally=run.tally,
+        mix=mix.source,
+        notes=mix.notes,
+        interrupted=run.interrupted,
+    )
