@@ -1,30 +1,28 @@
-"""The open-model engine: keep-alive HTTP/1.1 connections that send each request on schedule.
+"""The open-model engine: a pool of keep-alive connections that sends each request on schedule.
 
-asyncio Protocols with httptools' response parser (Content-Length, chunked, close-delimited),
-on uvloop where it is installed. A tick (the loop's timer, ~1 ms resolution) counts how many
-requests are due and hands each to an idle connection; a request that finds none waits, its
-clock already running, while another connection opens (up to ``connections``). Latency runs
-from the scheduled time, so a stalled server shows as latency instead of quietly lowering the
-load (no coordinated omission). Sent more than 10 ms late: ``late``; never sent: ``missed``.
-This is one process; ``workers.py`` runs several and ``run_load`` is the in-process API.
+Connections are asyncio Protocols (``connection.py``), on uvloop where it is installed. A tick
+(the loop's timer, ~1 ms resolution) counts how many requests are due and hands each to an idle
+connection; a request that finds none waits, its clock already running, while another
+connection opens (up to ``connections``). Latency runs from the scheduled time, so a stalled
+server shows as latency instead of quietly lowering the load (no coordinated omission). Sent
+more than 10 ms late: ``late``; never sent: ``missed``. One process; ``workers.py`` runs
+several, ``run_load`` is the in-process API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
-import httptools
 from hdrh.histogram import HdrHistogram
 
-from changeover.errors import UsageError
+from changeover.loadgen.connection import Connection, Flight, Recorder
 from changeover.loadgen.mix import Mix
 from changeover.loadgen.result import (
     LoadResult,
@@ -40,152 +38,10 @@ from changeover.loadgen.target import Target, TargetUnreachable
 LATE_AFTER = 0.010  # a request sent later than this after its due time is late
 TICK = 0.001  # the loop's timers have millisecond resolution; shorter waits would spin
 CONNECT_TIMEOUT = 3.0
-BODY_LIMIT = 2048  # bytes of a response body kept for --record
 HOUSEKEEPING = 0.1  # seconds between timeout and stop checks
 
 Clock = Callable[[], float]
 Interval = Callable[[float, Tally, HdrHistogram], None]  # elapsed, totals, last second's latency
-
-
-class Recorder:
-    """--record: one JSON line per request that may change something, with its answer."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        try:
-            self._file: IO[str] = path.open("w", encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot write the record file {path}: {exc.strerror}") from exc
-
-    def write(self, entry: dict[str, Any]) -> None:
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class _Flight:
-    """One request on the wire, from its send to its answer (or failure)."""
-
-    __slots__ = (
-        "body",
-        "due",
-        "head",
-        "keep_alive",
-        "method",
-        "number",
-        "path",
-        "record",
-        "sent_at",
-        "status",
-        "truncated",
-    )
-
-    def __init__(
-        self, number: int, due: float, sent_at: float, method: str, path: str, record: bool
-    ) -> None:
-        self.number, self.due, self.sent_at = number, due, sent_at
-        self.method, self.path, self.record = method, path, record
-        self.head = method == "HEAD"
-        self.status: int | None = None
-        self.keep_alive = True
-        self.body = bytearray()
-        self.truncated = False
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.transport: asyncio.Transport | None = None
-        self.flight: _Flight | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        # After a HEAD answer the parser still expects the body its Content-Length announced
-        # (httptools cannot be told to skip it): the next request starts a fresh parser.
-        self.parser_dirty = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.engine.connected(self)
-
-    def send(self, flight: _Flight, data: bytes) -> None:
-        assert self.transport is not None
-        if self.parser_dirty:
-            self.parser, self.parser_dirty = httptools.HttpResponseParser(self), False
-        self.flight = flight
-        self.transport.write(data)
-
-    def data_received(self, data: bytes) -> None:
-        if self.flight is None:  # bytes nobody asked for: this connection cannot be trusted
-            self.abort()
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.fail(f"invalid HTTP response ({exc})")
-
-    # httptools callbacks
-
-    def on_headers_complete(self) -> None:
-        flight = self.flight
-        if flight is None:
-            return
-        flight.status = self.parser.get_status_code()
-        flight.keep_alive = bool(self.parser.should_keep_alive())
-        if flight.head:
-            self.parser_dirty = True
-            self._complete()
-
-    def on_body(self, body: bytes) -> None:
-        flight = self.flight
-        if flight is not None and flight.record and not flight.truncated:
-            room = BODY_LIMIT - len(flight.body)
-            flight.body += body[:room]
-            flight.truncated = len(body) > room
-
-    def on_message_complete(self) -> None:
-        if self.flight is not None and self.flight.status is not None:
-            if self.flight.status < 200:
-                self.flight.status = None  # 1xx: the real answer follows
-                return
-            self._complete()
-
-    def _complete(self) -> None:
-        flight, self.flight = self.flight, None
-        assert flight is not None
-        self.engine.answered(self, flight)
-
-    def fail(self, reason: str) -> None:
-        flight, self.flight = self.flight, None
-        if flight is not None:
-            self.engine.failed(self, flight, reason)
-        self.abort()
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        flight, self.flight = self.flight, None
-        if flight is not None:
-            if flight.status is not None and not flight.keep_alive:
-                self.engine.answered(self, flight)  # a body delimited by the close: complete
-            else:
-                self.engine.failed(self, flight, _closed_reason(exc))
-        self.engine.lost(self)
-
-
-def _closed_reason(exc: BaseException | None) -> str:
-    if isinstance(exc, ConnectionResetError):
-        return "connection reset by the server"
-    if exc is not None:
-        return f"connection lost ({type(exc).__name__})"
-    return "connection closed by the server before the answer"
 
 
 def _connect_reason(exc: BaseException) -> str:
@@ -235,8 +91,8 @@ class Engine:
         self.wires = [None if r.templated else r.wire(target.host_header) for r in mix.requests]
         self.tally = Tally()
         self.interval = new_histogram()
-        self.idle: list[_Connection] = []  # LIFO: a few hot connections, the rest stay idle
-        self.busy: set[_Connection] = set()
+        self.idle: list[Connection] = []  # LIFO: a few hot connections, the rest stay idle
+        self.busy: set[Connection] = set()
         self.open = 0  # connected or connecting
         self.connecting = 0
         self.next = 0  # this share's next request to send
@@ -272,7 +128,7 @@ class Engine:
         try:
             await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _Connection(self), self.target.address, self.target.port
+                    lambda: Connection(self), self.target.address, self.target.port
                 ),
                 CONNECT_TIMEOUT,
             )
@@ -284,12 +140,12 @@ class Engine:
 
     # --- connection events -----------------------------------------------------------------
 
-    def connected(self, conn: _Connection) -> None:
+    def connected(self, conn: Connection) -> None:
         self.connecting -= 1
         self.tally.connections += 1
         self._free(conn, self.clock())
 
-    def answered(self, conn: _Connection, flight: _Flight) -> None:
+    def answered(self, conn: Connection, flight: Flight) -> None:
         now = self.clock()
         self.busy.discard(conn)
         tally = self.tally
@@ -307,14 +163,14 @@ class Engine:
             conn.abort()  # the server asked to close; ``lost`` follows
             self._check_done()
 
-    def failed(self, conn: _Connection, flight: _Flight, reason: str) -> None:
+    def failed(self, conn: Connection, flight: Flight, reason: str) -> None:
         self.busy.discard(conn)
         self.tally.failures[reason] += 1
         if flight.record:
             self._record(flight, self.clock(), reason)
         self._check_done()
 
-    def lost(self, conn: _Connection) -> None:
+    def lost(self, conn: Connection) -> None:
         self.open -= 1
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
@@ -323,7 +179,7 @@ class Engine:
             self._pump(self.clock())  # a waiting request may need a new connection
         self._check_done()
 
-    def _record(self, flight: _Flight, now: float, error: str | None) -> None:
+    def _record(self, flight: Flight, now: float, error: str | None) -> None:
         assert self.recorder is not None
         self.recorder.write(
             {
@@ -340,14 +196,14 @@ class Engine:
 
     # --- scheduling --------------------------------------------------------------------------
 
-    def _free(self, conn: _Connection, now: float) -> None:
+    def _free(self, conn: Connection, now: float) -> None:
         if self.sending and self.next < self.due_count:
             self._send(conn, now)
         else:
             self.idle.append(conn)
             self._check_done()
 
-    def _send(self, conn: _Connection, now: float) -> None:
+    def _send(self, conn: Connection, now: float) -> None:
         j = self.next
         self.next += 1
         number = self.share.global_index(j)
@@ -364,7 +220,7 @@ class Engine:
         path = request.path.replace("{i}", str(number)) if record else ""
         tally.sent += 1
         self.busy.add(conn)
-        conn.send(_Flight(number, due, now, request.method, path, record), data)
+        conn.send(Flight(number, due, now, request.method, path, record), data)
         if self.next >= self.share.size:
             self._end_sending(now)
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from changeover.errors import ChangeoverError
-from changeover.loadgen.engine import Engine, Recorder, run_load
+from changeover.loadgen.connection import Recorder
+from changeover.loadgen.engine import Engine, run_load
 from changeover.loadgen.mix import Mix
 from changeover.loadgen.result import (
     LoadResult,
