@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psutil
@@ -29,6 +29,9 @@ from changeover.errors import UsageError
 from changeover.probes.base import ProbeContext
 from changeover.secrets import REDACTOR
 from changeover.traffic.router import Router
+
+if TYPE_CHECKING:
+    from changeover.migrate.apply import Lag
 
 AUTOMATED = frozenset(
     {
@@ -235,7 +238,7 @@ async def migrate_sync(runbook: Runbook, timeout: float = SYNC_TIMEOUT) -> dict[
         lag = await asyncio.to_thread(_forward_lag, source, url)
 
 
-def _forward_lag(source: str, url: str) -> Any:
+def _forward_lag(source: str, url: str) -> Lag:
     from changeover.migrate.apply import pending_forward
 
     lag = pending_forward(source, url, "public")
