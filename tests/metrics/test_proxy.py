@@ -128,7 +128,7 @@ def test_one_scrape_serves_several_metrics_within_the_cache_time(proxy: RunningP
     assert first.at == second.at
 
 
-def test_stuck_requests_counts_requests_in_flight(proxy: RunningProxy) -> None:
+def test_in_flight_counts_requests_sent_and_not_yet_answered(proxy: RunningProxy) -> None:
     async def scenario() -> float | None:
         source = ProxySource(proxy.admin, proxy.token)
         try:
@@ -138,7 +138,7 @@ def test_stuck_requests_counts_requests_in_flight(proxy: RunningProxy) -> None:
                 )
                 slow = [asyncio.create_task(client.get("/slow?ms=1500")) for _ in range(2)]
                 await asyncio.sleep(0.5)
-                obs = await source.read("stuck_requests", "legacy")
+                obs = await source.read("in_flight", "legacy")
                 await asyncio.gather(*slow)
                 return obs.value
         finally:

@@ -24,7 +24,7 @@ ACTIONS: dict[str, ActionKind] = {
         ActionKind("route", "set the router's weights between legacy and new", "traffic"),
         ActionKind("readonly", "put the legacy app in read-only mode", "migrate"),
         ActionKind("notify", "send a message to the plan's notification channels", "notify"),
-        ActionKind("cache.warm", "replay a sample of reads to warm the cache", "rollout"),
+        ActionKind("cache.warm", "GET the step's paths on each instance to warm it", "rollout"),
         ActionKind("migrate.dry-run", "full migration into a scratch schema, verified", "migrate"),
         ActionKind("migrate.copy", "bulk-copy SQLite into PostgreSQL", "migrate"),
         ActionKind("migrate.sync", "forward capture SQLite → PostgreSQL", "migrate"),

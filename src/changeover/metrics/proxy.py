@@ -30,7 +30,9 @@ CODE_RATIOS: Mapping[str, tuple[int, ...]] = {
 }
 #: metrics read from the latency histogram: all three are the same since-start histogram
 HISTOGRAMS = frozenset({"latency", "latency_p95", "latency_stable"})
-SERVED = frozenset({"error_rate", "requests", "stuck_requests", *CODE_RATIOS, *HISTOGRAMS})
+# "in_flight" is not "stuck_requests": at any rate some requests are always in flight, and the
+# proxy does not know their ages; stuck requests are PostgreSQL's long-running queries.
+SERVED = frozenset({"error_rate", "requests", "in_flight", *CODE_RATIOS, *HISTOGRAMS})
 
 _REQUESTS = "changeover_proxy_requests_total"
 _RESPONSES = "changeover_proxy_responses_total"
@@ -102,7 +104,7 @@ def observe(metric: str, of: str | None, at: float, backends: dict[str, Backend]
         return Observation.missing(
             metric, of, at, f"the proxy has no backend {of!r} (backends: {known})"
         )
-    if metric == "stuck_requests":
+    if metric == "in_flight":
         return Observation(metric, of, at, value=float(entry.in_flight), unit="requests")
     if metric in HISTOGRAMS:
         histogram = tuple(sorted(entry.buckets.items()))
