@@ -216,3 +216,37 @@ def test_detection_smoke_benchmark_times_every_policy_and_keeps_other_sections(
     assert re.search(r"Goal within 1\.5× of the SPRT floor .*\*\*(met|NOT met)", text)
     assert re.search(r"Goal ≥ 30× faster than \(a\) .*\*\*(met|NOT met)", text)
     assert re.search(r"Machine: \d+ cores \(.+\), kernel ", text)
+
+
+LOADGEN_SCRIPT = ROOT / "benchmarks" / "loadgen_bench.py"
+LOADGEN_BEGIN = "<!-- loadgen-bench:begin (written by benchmarks/loadgen_bench.py --write) -->"
+LOADGEN_END = "<!-- loadgen-bench:end -->"
+
+
+def test_loadgen_smoke_benchmark_measures_both_generators_and_keeps_other_sections(
+    tmp_path: Path,
+) -> None:
+    for binary in ("wrk", "nginx"):
+        require_binary(binary, binary, extra_dirs=("/usr/sbin",))
+    output = tmp_path / "BENCHMARKS.md"
+    stale = f"{LOADGEN_BEGIN}\n## Load generator (issue 6)\n\nstale numbers\n{LOADGEN_END}\n"
+    output.write_text(f"# Benchmarks\n\n{BEGIN}\nproxy numbers\n{END}\n\n{stale}\n## After\n")
+
+    argv = [sys.executable, str(LOADGEN_SCRIPT), "--smoke", "--write", "--output", str(output)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    text = output.read_text(encoding="utf-8")
+    assert "proxy numbers" in text and "## After" in text and "stale numbers" not in text
+    assert text.count("## Load generator (issue 6)") == 1
+    wrk = _row(text, "wrk (C, -t2)")
+    ours = _row(text, "changeover loadtest")
+    assert float(wrk[1].replace(",", "")) > 0 and float(ours[1].replace(",", "")) > 0
+    assert float(ours[3]) > 0  # × wrk
+    held = _row(text, "500 |")  # the smoke size's steady rate
+    assert float(held[1].replace(",", "")) > 0 and held[3] == "1,000", held  # every request sent
+    assert re.search(
+        r"Goal achieved rate within ±1% of 500 requests/s .*\*\*(met|NOT met)\*\*", text
+    )
+    assert "wrk has no row here: it is a closed-model generator" in text
+    assert re.search(r"Machine: \d+ cores \(.+\), kernel ", text)
