@@ -287,11 +287,12 @@ def render(report: Report) -> str:
         "request's scheduled time; a send more than 10 ms after it is late.",
         "",
         "| target req/s | achieved req/s | deviation | sent | late | missed | errors | p50 ms | "
-        "p99 ms | max ms | send lag p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "p99 ms | max ms | send lag p99 ms | CPU wait s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {s.rate:,} | {held['achieved_rate']:,.1f} | {deviation:+.2%} | {held['sent']:,} | "
         f"{held['late']} | {held['missed']} | {held['errors']} | {_ms(lat['p50'])} | "
-        f"{_ms(lat['p99'])} | {_ms(lat['max'])} | {_ms(lag['p99'])} |",
+        f"{_ms(lat['p99'])} | {_ms(lat['max'])} | {_ms(lag['p99'])} | "
+        f"{held['cpu_wait_s']:.2f} |",
         "",
         f"Goal achieved rate within ±{GOAL_DEVIATION:.0%} of {s.rate:,} requests/s with 0 late "
         f"and 0 missed: {deviation:+.2%}, {held['late']} late, {held['missed']} missed — "
@@ -301,7 +302,9 @@ def render(report: Report) -> str:
         "request when the previous answer arrived), so it cannot hold a fixed rate, and its "
         "latency at one is not available; wrk2 (`-R`), the open-model fork, is not packaged "
         "in Debian. The send lag (sent − scheduled) is the generator's own share of each latency: "
-        "the loop's timers tick about once a millisecond.",
+        "the loop's timers tick about once a millisecond. CPU wait is the time the generator's "
+        "processes were ready to run but had no core (Linux schedstat, summed over the "
+        "processes): what other work on the machine took from the generator.",
         END,
     ]
     return "\n".join(lines) + "\n"

@@ -203,7 +203,7 @@ def _summary_table(result: Any, verdict: Any) -> Table:
         ),
         ("statuses", statuses),
         ("errors", errors + (f": {failures}" if failures else "")),
-        ("late / missed", f"{summary['late']:,} / {summary['missed']:,}"),
+        ("late / missed", f"{summary['late']:,} / {summary['missed']:,}" + _late(summary)),
         (
             "latency ms",
             "  ".join(f"{k} {_ms(lat[k])}" for k in ("p50", "p90", "p95", "p99", "p999", "max")),
@@ -218,6 +218,15 @@ def _summary_table(result: Any, verdict: Any) -> Table:
         table.add_row(what, value)
     table.caption = "latency from each request's scheduled time (no coordinated omission)"
     return table
+
+
+def _late(summary: dict[str, Any]) -> str:
+    if not summary["late"]:
+        return ""
+    return (
+        f" ({summary['late_for_connection']:,} waited for a connection; the generator waited "
+        f"{summary['cpu_wait_s']:.2f} s for a CPU)"
+    )
 
 
 def _actual(verdict: Any) -> str:

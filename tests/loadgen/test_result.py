@@ -49,12 +49,13 @@ def test_merged_histograms_equal_one_histogram_of_all_values() -> None:
 
 
 def test_merging_sums_every_counter_and_failure_reason() -> None:
-    a = Tally(scheduled=10, sent=9, answered=8, late=1, missed=1, connections=2)
+    a = Tally(scheduled=10, sent=9, answered=8, late=1, missed=1, connections=2, cpu_wait=0.5)
     a.failures["connection reset by the server"] = 1
     b = Tally(scheduled=5, sent=5, answered=5, connections=1, statuses=Counter({503: 5}))
     merged = Tally.merge([a, b])
     assert (merged.scheduled, merged.sent, merged.answered) == (15, 14, 13)
     assert (merged.late, merged.missed, merged.connections) == (1, 1, 3)
+    assert merged.cpu_wait == 0.5
     assert merged.errors == 6  # five 5xx answers and one request without an answer
 
 
@@ -110,6 +111,17 @@ def test_late_or_missed_sends_fail_a_run_even_without_slos() -> None:
     assert not late.passed and "3 requests were sent more than 10 ms after" in late.reasons[0]
     missed = judge(_result(_tally([1.0] * 10, missed=2, scheduled=12)), [])
     assert not missed.passed and "2 due requests were never sent" in missed.reasons[0]
+
+
+def test_late_sends_say_whether_connections_or_the_cpu_were_missing() -> None:
+    starved = _tally([1.0] * 10, late=5, late_for_connection=1)
+    starved.cpu_wait = 0.4
+    reason = judge(_result(starved), []).reasons[0]
+    assert "1 of them waited for a free connection" in reason
+    assert "waited 0.4 s for a CPU during the run: the machine is overloaded" in reason
+    assert "raise --connections" in reason
+    busy = judge(_result(_tally([1.0] * 10, late=5)), []).reasons[0]
+    assert "the generator itself was too busy" in busy and "--connections" not in busy
 
 
 def test_a_latency_slo_with_nothing_measured_fails() -> None:

@@ -54,6 +54,16 @@ def _connect_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def cpu_wait() -> float:
+    """Seconds this process's main thread has been runnable but without a CPU (Linux'
+    schedstat; 0 elsewhere): tells an overloaded machine apart from a slow generator."""
+    try:
+        with open("/proc/thread-self/schedstat", encoding="ascii") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @dataclass
 class Run:
     """What ``Engine.run`` returns: the tally, the window it covers, whether it was stopped."""
@@ -198,12 +208,13 @@ class Engine:
 
     def _free(self, conn: Connection, now: float) -> None:
         if self.sending and self.next < self.due_count:
-            self._send(conn, now)
+            self._send(conn, now, waited=True)
         else:
             self.idle.append(conn)
             self._check_done()
 
-    def _send(self, conn: Connection, now: float) -> None:
+    def _send(self, conn: Connection, now: float, *, waited: bool = False) -> None:
+        """Send this share's next request; ``waited``: it waited for this connection."""
         j = self.next
         self.next += 1
         number = self.share.global_index(j)
@@ -212,6 +223,7 @@ class Engine:
         tally = self.tally
         if lag > LATE_AFTER:
             tally.late += 1
+            tally.late_for_connection += waited
         record_seconds(tally.send_lag, lag)
         k = self.sequence[number % len(self.sequence)]
         request = self.requests[k]
@@ -303,6 +315,7 @@ class Engine:
     ) -> Run:
         """Send the share on schedule from ``start_at`` (this clock); wait for the answers."""
         loop = asyncio.get_running_loop()
+        waited_before = cpu_wait()
         self.t0 = start_at if start_at is not None else self.clock() + 0.005
         self.sending = True
         self._timer = loop.call_later(max(0.0, self.t0 - self.clock()), self._tick)
@@ -314,6 +327,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
             self._close()
+        self.tally.cpu_wait = max(0.0, cpu_wait() - waited_before)
         end = max(self.send_end, self.last_answer)
         return Run(self.tally, max(end - self.t0, 1e-9), self.stopped)
 

@@ -50,8 +50,10 @@ class Tally:
     sent: int = 0
     answered: int = 0  # responses received, any status
     late: int = 0  # sent more than LATE_AFTER after their due time
+    late_for_connection: int = 0  # of those, the ones that waited for a free connection
     missed: int = 0  # due, never sent (no connection, loop too busy, run over)
     connections: int = 0  # opened
+    cpu_wait: float = 0.0  # seconds the generator was ready to run but had no CPU (Linux)
     statuses: Counter[int] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)  # no answer, by reason
     latency: HdrHistogram = field(default_factory=new_histogram)  # from the scheduled time
@@ -69,8 +71,10 @@ class Tally:
             "sent": self.sent,
             "answered": self.answered,
             "late": self.late,
+            "late_for_connection": self.late_for_connection,
             "missed": self.missed,
             "connections": self.connections,
+            "cpu_wait_s": round(self.cpu_wait, 3),
             "statuses": dict(self.statuses),
             "failures": dict(self.failures),
         }
@@ -90,8 +94,10 @@ class Tally:
             sent=wire["sent"],
             answered=wire["answered"],
             late=wire["late"],
+            late_for_connection=wire["late_for_connection"],
             missed=wire["missed"],
             connections=wire["connections"],
+            cpu_wait=wire["cpu_wait_s"],
             statuses=Counter(wire["statuses"]),
             failures=Counter(wire["failures"]),
             latency=decode_histogram(wire.get("latency", b"")),
@@ -106,6 +112,8 @@ class Tally:
             total.sent += tally.sent
             total.answered += tally.answered
             total.late += tally.late
+            total.late_for_connection += tally.late_for_connection
+            total.cpu_wait += tally.cpu_wait
             total.missed += tally.missed
             total.connections += tally.connections
             total.statuses.update(tally.statuses)
@@ -254,13 +262,27 @@ def judge(result: LoadResult, slos: list[Slo]) -> Verdict:
     tally = result.tally
     if tally.late:
         reasons.append(
-            f"{tally.late} requests were sent more than 10 ms after their scheduled time "
-            "(no free connection, or the generator was too busy): the load asked for was "
-            "not offered on time"
+            f"{tally.late} requests were sent more than 10 ms after their scheduled time: the "
+            f"load asked for was not offered on time ({_why_late(result)})"
         )
     if tally.missed:
         reasons.append(f"{tally.missed} due requests were never sent")
     return Verdict(not reasons, verdicts, reasons)
+
+
+def _why_late(result: LoadResult) -> str:
+    tally = result.tally
+    why = [f"{tally.late_for_connection} of them waited for a free connection"]
+    if tally.cpu_wait >= 0.01 * result.window * result.processes:
+        why.append(
+            f"the generator waited {tally.cpu_wait:.1f} s for a CPU during the run: the machine "
+            "is overloaded"
+        )
+    else:
+        why.append("the generator itself was too busy")
+    if tally.late_for_connection:
+        why.append("raise --connections if the server allows more")
+    return "; ".join(why)
 
 
 def _holds(actual: float, op: str, threshold: float) -> bool:
