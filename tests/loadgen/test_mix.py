@@ -133,3 +133,14 @@ def test_writes_are_recorded_reads_are_not() -> None:
 def test_rare_requests_that_get_no_slot_are_counted() -> None:
     requests = (Request("GET", "/common", weight=1e9), Request("GET", "/rare", weight=1))
     assert Mix(requests, "x").never_sent() == 1
+
+
+def test_a_header_may_reference_a_secret_in_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = "- {path: /me, headers: {Authorization: 'Bearer ${LOADGEN_TOKEN}'}}\n"
+    monkeypatch.setenv("LOADGEN_TOKEN", "s3cr3t-token")
+    assert ("Authorization", "Bearer s3cr3t-token") in parse_mix(text, "mix.yaml").requests[0].headers
+    monkeypatch.delenv("LOADGEN_TOKEN")
+    with pytest.raises(UsageError, match="LOADGEN_TOKEN is not set"):
+        parse_mix(text, "mix.yaml")

@@ -2,7 +2,8 @@
 
 A mix file (YAML or JSON) is a list of ``{method, path, body, headers, weight}``; a JSON body
 (mapping or list) is sent as compact JSON with ``Content-Type: application/json``, a text body
-as UTF-8. ``{i}`` in a path or body becomes the request's number (unique writes). An access log
+as UTF-8. ``{i}`` in a path or body becomes the request's number (unique writes); a header
+value may be a ``${ENV}`` reference (a token), resolved when the mix is read. An access log
 (common or combined format) gives its requests weighted by how often they appear — GET and HEAD
 only unless asked, since a log has no request bodies to replay writes with. Which request goes
 out as request i is fixed by a seeded sequence, so a run can be repeated exactly. Pure parsing:
@@ -26,6 +27,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from changeover.errors import UsageError
+from changeover.secrets import has_reference, resolve
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # not written to --record: they change nothing
 LOG_METHODS = frozenset({"GET", "HEAD"})
@@ -181,6 +183,8 @@ def _headers(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
     headers = []
     for name, value in raw.items():
         name, value = str(name), str(value)
+        if has_reference(value):
+            value = resolve(value, what=f"{where}: header {name}")
         if not _HEADER_NAME.match(name) or any(c in value for c in "\r\n"):
             raise UsageError(f"{where}: invalid header {name!r} (or a line break in its value)")
         if name.lower() in _RESERVED_HEADERS:
