@@ -140,7 +140,8 @@ def test_a_header_may_reference_a_secret_in_the_environment(
 ) -> None:
     text = "- {path: /me, headers: {Authorization: 'Bearer ${LOADGEN_TOKEN}'}}\n"
     monkeypatch.setenv("LOADGEN_TOKEN", "s3cr3t-token")
-    assert ("Authorization", "Bearer s3cr3t-token") in parse_mix(text, "mix.yaml").requests[0].headers
+    headers = parse_mix(text, "mix.yaml").requests[0].headers
+    assert ("Authorization", "Bearer s3cr3t-token") in headers
     monkeypatch.delenv("LOADGEN_TOKEN")
     with pytest.raises(UsageError, match="LOADGEN_TOKEN is not set"):
         parse_mix(text, "mix.yaml")
