@@ -243,8 +243,9 @@ def test_loadgen_smoke_benchmark_measures_both_generators_and_keeps_other_sectio
     ours = _row(text, "changeover loadtest")
     assert float(wrk[1].replace(",", "")) > 0 and float(ours[1].replace(",", "")) > 0
     assert float(ours[3]) > 0  # × wrk
-    held = _row(text, "500 |")  # the smoke size's steady rate
-    assert float(held[1].replace(",", "")) > 0 and held[3] == "1,000", held  # every request sent
+    held = _row(text, "500 | 1 (default)")  # the smoke size's steady rate: one process
+    assert float(held[2].replace(",", "")) > 0 and held[4] == "1,000", held  # every request sent
+    assert _row(text, "500 | 1 (`--processes 1`)")[4] == "1,000"
     assert re.search(
         r"Goal achieved rate within ±1% of 500 requests/s .*\*\*(met|NOT met)\*\*", text
     )
