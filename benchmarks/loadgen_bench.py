@@ -325,7 +325,7 @@ def render(report: Report) -> str:
         + (
             ""
             if met or not held["late"]
-            else f" Of the late sends {held['late_for_connection']} waited for a connection; "
+            else f" Of the late sends {held['late_at_cap']} left while all connections were busy; "
             f"the generator's processes waited {held['cpu_wait_s']:.1f} s for a core during the "
             f"{s.rate_seconds} s run."
         ),

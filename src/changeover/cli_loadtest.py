@@ -224,7 +224,7 @@ def _late(summary: dict[str, Any]) -> str:
     if not summary["late"]:
         return ""
     return (
-        f" ({summary['late_for_connection']:,} waited for a connection; the generator waited "
+        f" ({summary['late_at_cap']:,} with every connection busy; the generator waited "
         f"{summary['cpu_wait_s']:.2f} s for a CPU)"
     )
 

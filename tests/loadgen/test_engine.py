@@ -72,6 +72,7 @@ def test_with_one_connection_requests_queued_behind_a_stall_carry_their_wait() -
     assert latency["max"] is not None and latency["max"] >= 300
     assert result.tally.connections == 1
     assert result.tally.late >= 100  # ~150 requests fell due during the 300 ms
+    assert result.tally.late_at_cap >= 100  # and waited for the one connection allowed
     assert result.tally.answered == 1000 and result.tally.missed == 0
     verdict = judge(result, [])
     assert not verdict.passed and "sent more than 10 ms after" in verdict.reasons[0]

@@ -114,10 +114,10 @@ def test_late_or_missed_sends_fail_a_run_even_without_slos() -> None:
 
 
 def test_late_sends_say_whether_connections_or_the_cpu_were_missing() -> None:
-    starved = _tally([1.0] * 10, late=5, late_for_connection=1)
+    starved = _tally([1.0] * 10, late=5, late_at_cap=1)
     starved.cpu_wait = 0.4
     reason = judge(_result(starved), []).reasons[0]
-    assert "1 of them waited for a free connection" in reason
+    assert "1 of them while every allowed connection was busy" in reason
     assert "waited 0.4 s for a CPU during the run: the machine is overloaded" in reason
     assert "raise --connections" in reason
     busy = judge(_result(_tally([1.0] * 10, late=5)), []).reasons[0]

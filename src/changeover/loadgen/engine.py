@@ -224,7 +224,9 @@ class Engine:
         tally = self.tally
         if lag > LATE_AFTER:
             tally.late += 1
-            tally.late_for_connection += waited
+            # Only a wait at the cap says more connections would help: below it, a request
+            # waited just for the connection it made open (after a stall that made it late).
+            tally.late_at_cap += waited and self.open >= self.cap
         record_seconds(tally.send_lag, lag)
         k = self.sequence[number % len(self.sequence)]
         request = self.requests[k]

@@ -50,7 +50,7 @@ class Tally:
     sent: int = 0
     answered: int = 0  # responses received, any status
     late: int = 0  # sent more than LATE_AFTER after their due time
-    late_for_connection: int = 0  # of those, the ones that waited for a free connection
+    late_at_cap: int = 0  # of those, sent when every allowed connection was busy
     missed: int = 0  # due, never sent (no connection, loop too busy, run over)
     connections: int = 0  # opened
     cpu_wait: float = 0.0  # seconds the generator was ready to run but had no CPU (Linux)
@@ -71,7 +71,7 @@ class Tally:
             "sent": self.sent,
             "answered": self.answered,
             "late": self.late,
-            "late_for_connection": self.late_for_connection,
+            "late_at_cap": self.late_at_cap,
             "missed": self.missed,
             "connections": self.connections,
             "cpu_wait_s": round(self.cpu_wait, 3),
@@ -94,7 +94,7 @@ class Tally:
             sent=wire["sent"],
             answered=wire["answered"],
             late=wire["late"],
-            late_for_connection=wire["late_for_connection"],
+            late_at_cap=wire["late_at_cap"],
             missed=wire["missed"],
             connections=wire["connections"],
             cpu_wait=wire["cpu_wait_s"],
@@ -112,7 +112,7 @@ class Tally:
             total.sent += tally.sent
             total.answered += tally.answered
             total.late += tally.late
-            total.late_for_connection += tally.late_for_connection
+            total.late_at_cap += tally.late_at_cap
             total.cpu_wait += tally.cpu_wait
             total.missed += tally.missed
             total.connections += tally.connections
@@ -272,7 +272,7 @@ def judge(result: LoadResult, slos: list[Slo]) -> Verdict:
 
 def _why_late(result: LoadResult) -> str:
     tally = result.tally
-    why = [f"{tally.late_for_connection} of them waited for a free connection"]
+    why = [f"{tally.late_at_cap} of them while every allowed connection was busy"]
     if tally.cpu_wait >= 0.01 * result.window * result.processes:
         why.append(
             f"the generator waited {tally.cpu_wait:.1f} s for a CPU during the run: the machine "
@@ -280,7 +280,7 @@ def _why_late(result: LoadResult) -> str:
         )
     else:
         why.append("the generator itself was too busy")
-    if tally.late_for_connection:
+    if tally.late_at_cap:
         why.append("raise --connections if the server allows more")
     return "; ".join(why)
 
