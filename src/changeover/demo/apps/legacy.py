@@ -198,6 +198,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as load generators and proxies expect
+    # Headers and body leave in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK — 40 ms added to every answer on Linux.
+    disable_nagle_algorithm = True
     server: _Server
     timeout = IDLE_TIMEOUT_SECONDS
 
