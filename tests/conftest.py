@@ -31,6 +31,7 @@ from changeover.services import (
     start_replica,
 )
 from support.binaries import missing
+from support.browser import browser  # noqa: F401  (a fixture: headless Chromium)
 
 REDIS_DATABASES = 1024
 _redis_indexes = itertools.cycle(range(1, REDIS_DATABASES))
