@@ -109,3 +109,19 @@ def test_latency_compare_passes_an_equal_canary_after_the_bake() -> None:
     assert verdict.outcome is Outcome.PASS, verdict.reason
     empty = latency_compare_gate(_hist([0] * len(EDGES)), _hist(baseline))
     assert empty.outcome is Outcome.CONTINUE
+
+
+def test_slack_lets_a_few_milliseconds_pass_but_not_a_real_regression() -> None:
+    rng = random.Random(11)
+    canary, baseline = [0] * len(EDGES), [0] * len(EDGES)
+    _record(canary, rng, 5000, 0.003)  # p95 ≈ 6.8 ms: 50 % slower than the baseline's 4.5 ms
+    _record(baseline, rng, 20000, 0.002)
+    strict = latency_compare_gate(_hist(canary), _hist(baseline), baked=True)
+    assert strict.outcome is Outcome.FAIL_IMMEDIATE, strict.reason
+    slack = latency_compare_gate(_hist(canary), _hist(baseline), baked=True, slack_s=0.005)
+    assert slack.outcome is Outcome.PASS, slack.reason
+    slow, base = [0] * len(EDGES), [0] * len(EDGES)
+    _record(slow, rng, 5000, 0.035 * 1.5)  # tens of milliseconds slower: slack does not hide it
+    _record(base, rng, 20000, 0.035)
+    verdict = latency_compare_gate(_hist(slow), _hist(base), baked=True, slack_s=0.005)
+    assert verdict.outcome is Outcome.FAIL_IMMEDIATE, verdict.reason

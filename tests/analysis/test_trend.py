@@ -55,3 +55,15 @@ def test_theil_sen_ignores_an_outlier_and_mann_kendall_corrects_for_ties() -> No
     assert (s, variance, p) == (0, 0.0, 1.0)
     s, variance, _, p = mann_kendall([(float(t), float(t // 2)) for t in range(10)])
     assert s > 0 and variance < 10 * 9 * 25 / 18 and p < 0.01
+
+
+def test_a_process_warming_up_is_steep_but_too_small_a_rise_to_be_a_leak() -> None:
+    # A new process: RSS climbs 3 MB in the first 12 s (imports, pools, caches) — 900 MB/hour
+    # if read as a slope — then holds. Not a leak: the rise is a few MB.
+    warming = [(float(t), 60.0 + min(t, 12) * 0.25) for t in range(15)]
+    verdict = leak_gate(warming, min_slope_per_hour=10.0, min_rise=16.0, baked=True)
+    assert verdict.outcome is Outcome.PASS, verdict.reason
+    # the demo's leak fault: 40 MB a second
+    leaking = [(float(t), 60.0 + 40.0 * t) for t in range(15)]
+    verdict = leak_gate(leaking, min_slope_per_hour=10.0, min_rise=16.0)
+    assert verdict.failed and "MB over 14 s" in verdict.reason, verdict.reason

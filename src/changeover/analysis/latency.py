@@ -165,9 +165,17 @@ def latency_compare_decision(
     min_samples: int = 0,
     baked: bool = False,
     on_fail: Outcome = Outcome.FAIL_IMMEDIATE,
+    slack_s: float = 0.0,
 ) -> Outcome:
     """`latency_compare_gate`'s outcome alone (no bisections), for callers that decide often."""
-    return _compare(canary, baseline, quantile, tolerance, alpha, min_samples, baked, on_fail)[0]
+    return _compare(
+        canary, baseline, quantile, tolerance, alpha, min_samples, baked, on_fail, slack_s
+    )[0]
+
+
+def _allowed(baseline_q: float, tolerance: float, slack_s: float) -> float:
+    """The slowest canary quantile still "normal" next to a baseline quantile ``baseline_q``."""
+    return max((1.0 + tolerance) * baseline_q, baseline_q + slack_s)
 
 
 def _compare(
@@ -179,6 +187,7 @@ def _compare(
     min_samples: int,
     baked: bool,
     on_fail: Outcome,
+    slack_s: float = 0.0,
 ) -> tuple[Outcome, tuple[float, float], tuple[int, int, int]]:
     half = alpha / 2.0
     tail = 1.0 - quantile
@@ -186,10 +195,10 @@ def _compare(
     low_q, high_q = quantile_bounds(baseline, quantile, alpha=half)
     surely = total = 0
     if math.isfinite(high_q):
-        surely, _, total = count_above(canary, (1.0 + tolerance) * high_q)
+        surely, _, total = count_above(canary, _allowed(high_q, tolerance, slack_s))
         if outside_below(tail, surely, total, alpha=half, prior=prior):
             return on_fail, (low_q, high_q), (surely, surely, total)
-    _, possibly, total = count_above(canary, (1.0 + tolerance) * low_q)
+    _, possibly, total = count_above(canary, _allowed(low_q, tolerance, slack_s))
     if (
         baked
         and total >= min_samples
@@ -211,9 +220,12 @@ def latency_compare_gate(
     on_fail: Outcome = Outcome.FAIL_IMMEDIATE,
     elapsed_s: float = 0.0,
     gate: str | None = None,
+    slack_s: float = 0.0,
 ) -> Verdict:
     """Decide "canary p<quantile> ≤ (1 + tolerance) × baseline p<quantile>" ("latency normal"
-    with tolerance 0.2; "degradation > 50%" with tolerance 0.5), at any moment.
+    with tolerance 0.2; "degradation > 50%" with tolerance 0.5), at any moment. ``slack_s``
+    widens the allowance to at least baseline + slack: at a few milliseconds, 20 % is scheduler
+    noise no user notices, and a gate that cannot tell noise from regression never decides.
 
     The share of canary requests slower than (1 + tolerance) × q_hi is tested against 1 − quantile,
     where q_hi is the baseline quantile's anytime-valid *upper* bound (`quantile_bounds`, α/2).
@@ -226,14 +238,14 @@ def latency_compare_gate(
     """
     name = gate or f"p{100 * quantile:g} within {100 * tolerance:g}% of baseline"
     outcome, (low_q, high_q), (surely, possibly, total) = _compare(
-        canary, baseline, quantile, tolerance, alpha, min_samples, baked, on_fail
+        canary, baseline, quantile, tolerance, alpha, min_samples, baked, on_fail, slack_s
     )
     tail = 1.0 - quantile
     prior = prior_for(tail)
     counted = surely if outcome is not Outcome.PASS else possibly
     lower, upper = confidence_sequence(counted, total, alpha=alpha / 2.0, prior=prior)
     canary_q = quantile_estimate(canary, quantile)
-    limit = (1.0 + tolerance) * (low_q if outcome is Outcome.PASS else high_q)
+    limit = _allowed(low_q if outcome is Outcome.PASS else high_q, tolerance, slack_s)
     share = counted / total if total else 0.0
     what = (
         f"{name}: canary p{100 * quantile:g} ≈ {_ms(canary_q)}, baseline's in "

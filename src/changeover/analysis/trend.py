@@ -105,6 +105,7 @@ def leak_gate(
     samples: Sequence[tuple[float, float]],
     *,
     min_slope_per_hour: float,
+    min_rise: float = 0.0,
     alpha: float = 0.01,
     min_samples: int = 10,
     baked: bool = False,
@@ -117,7 +118,9 @@ def leak_gate(
 
     Fails (``on_fail``, graceful by default) when the Mann–Kendall test rejects "no trend" in
     favour of "increasing" at level ``alpha`` *and* the Theil–Sen slope exceeds
-    ``min_slope_per_hour`` (a significant but tiny slope — a cache warming — is not a leak).
+    ``min_slope_per_hour`` (a significant but tiny slope — a cache warming — is not a leak)
+    *and* the rise it makes over the window's span exceeds ``min_rise`` (a process that has just
+    started grows fast for seconds while it warms up: steep, but a few MB, not a leak).
     Passes after the bake time with at least ``min_samples`` samples, otherwise continues.
     Guarantee: for one look at a window of exchangeable (trend-free) samples, P(fail) ≤ alpha
     (normal approximation). Unlike the rate gates this is a fixed-sample test: evaluated again
@@ -145,9 +148,13 @@ def leak_gate(
         f"{gate}: slope {per_hour:+.3g} {unit}/hour (bound {low * 3600:+.3g} to "
         f"{high * 3600:+.3g}) over {n} samples, Mann–Kendall p = {found.p_increasing:.2g}"
     )
-    if found.p_increasing < alpha and per_hour > min_slope_per_hour:
+    span = max(t for t, _ in samples) - min(t for t, _ in samples)
+    rise = found.slope_per_s * span
+    if found.p_increasing < alpha and per_hour > min_slope_per_hour and rise > min_rise:
         outcome = on_fail
         reason = f"{seen}: rising faster than {min_slope_per_hour:g} {unit}/hour"
+        if min_rise > 0:
+            reason += f", {rise:.3g} {unit} over {span:.0f} s"
     elif baked:
         outcome = Outcome.PASS
         reason = f"{seen}: no significant rise above {min_slope_per_hour:g} {unit}/hour"

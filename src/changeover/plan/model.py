@@ -105,6 +105,11 @@ class Gate(_Model):
     above: Threshold | None = None
     max_ratio_to: str | None = Field(default=None, description="baseline system")
     ratio: float | None = None
+    slack: Duration | None = Field(
+        default=None,
+        description="latency ratio gates: a canary within baseline + slack is normal whatever "
+        "the ratio (a few ms of scheduler noise is not a regression)",
+    )
     sustained: Duration | None = None
     target: Threshold | None = Field(default=None, description="aspirational value (reported)")
     check: ProbeCall | list[ProbeCall] | None = Field(
@@ -125,6 +130,8 @@ class Gate(_Model):
             raise ValueError("a gate needs one of below, above or ratio")
         if self.ratio is not None and self.max_ratio_to is None:
             raise ValueError("ratio needs max_ratio_to (the baseline system)")
+        if self.slack is not None and (self.ratio is None or not self.metric.startswith("latency")):
+            raise ValueError("slack applies to a latency gate with a ratio to a baseline")
         return self
 
 
