@@ -126,6 +126,7 @@ async def run_controller(
             notify=lambda kind, title, evidence: notes.append((kind, title, evidence)),
             interval=0.2,
             graceful_step_s=0.2,
+            **kw,
         )
         return await controller.run()
 
@@ -137,11 +138,20 @@ def test_three_auto_phases_end_with_all_traffic_on_new(tmp_path: Path) -> None:
             traffic = asyncio.create_task(load(r.url, stop))
             notes: list[tuple[str, str, dict[str, Any]]] = []
             try:
-                result = await run_controller(tmp_path, r, write_plan(tmp_path), notes)
+                result = await run_controller(
+                    tmp_path, r, write_plan(tmp_path), notes, sample_s=0.5
+                )
             finally:
                 stop.set()
                 await traffic
             assert result.outcome == "completed", result
+            with Runbook.open(write_plan(tmp_path)) as runbook:
+                samples = [e.payload for e in runbook.journal.events(kinds=["rollout.sample"])]
+            assert {s["phase"] for s in samples} == {"canary", "staged", "full"}
+            served = [s["backends"]["new"] for s in samples if s["backends"]["new"].get("rps")]
+            assert served and all(b["rps"] > 0 and b["p95_ms"] is not None for b in served)
+            assert samples[-1]["weights"] == {"legacy": 0.0, "new": 100.0}
+            assert samples[-1]["gates"] and "outcome" in samples[-1]["gates"][0]
             assert result.phases_passed == ["canary", "staged", "full"]
             assert (await r.router.weights())["new"] == 100
             assert [k for k, _, _ in notes].count("phase_passed") == 3

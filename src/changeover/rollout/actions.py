@@ -332,8 +332,9 @@ def migrate_verify(runbook: Runbook) -> dict[str, Any]:
 
 
 async def cache_warm(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:
-    """GET each of ``paths`` (default: the health path) on every instance of an app system,
-    ``rounds`` times; any answer but 2xx fails the step, naming the path and the instance."""
+    """GET each of ``paths`` (default: the health path) on every instance of an app system (or
+    the ``instances`` named), ``rounds`` times; any answer but 2xx fails the step, naming the
+    path and the instance."""
     from changeover.probes.http import HttpTargetParams, resolve_target
 
     name = params.get("system")
@@ -346,7 +347,19 @@ async def cache_warm(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, A
     system = ctx.system(name, ["app"])
     paths, note = _warm_paths(params.get("paths"), system.health)
     rounds = _positive_int(params, "rounds", 1, "cache.warm")
-    instances: list[str | None] = [i.name for i in system.instances] or [None]
+    known = [i.name for i in system.instances]
+    chosen = params.get("instances")
+    if chosen is not None:
+        # The instances deployed so far: one not started yet has nothing to warm.
+        if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+            raise ActionFailed("cache.warm: instances is a list of instance names, e.g. [new-1]")
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            raise ActionFailed(
+                f"cache.warm: {name} has no instance {unknown[0]!r} "
+                f"(instances: {', '.join(known) or 'none'})"
+            )
+    instances: list[str | None] = list(chosen or known) or [None]
     started = time.monotonic()
     for instance in instances:
         target = resolve_target(HttpTargetParams(system=name, instance=instance), ctx, ["app"])

@@ -17,9 +17,11 @@ counts, the window's starting counters are reused, and the router's weights are 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -40,6 +42,14 @@ from changeover.rollout.gates import (
     histogram,
     phase_gate,
     trigger_gate,
+    undecided,
+)
+from changeover.rollout.samples import (
+    SAMPLE,
+    SAMPLE_S,
+    SAMPLED_METRICS,
+    backend_numbers,
+    sample_payload,
 )
 from changeover.rollout.state import (
     APPROVED,
@@ -58,9 +68,13 @@ from changeover.rollout.state import (
 )
 from changeover.traffic.router import Router
 
+log = logging.getLogger(__name__)
+
 Reader = Callable[[str, str | None, str | None], Awaitable[Observation]]  # metric, of, source
 Notify = Callable[[str, str, dict[str, Any]], None]  # kind, title, evidence (must not block)
 GRACEFUL_STEPS = (50.0, 10.0, 0.0)
+TRIGGER_WINDOW_S = 30.0  # the shortest trailing window a rate or latency trigger is judged on
+HISTORY_S = 600.0  # looks kept for trailing windows (a longer sustained time reads 10 min)
 HEARTBEAT_S = 1.0  # how much observed monitoring time a kill can lose
 
 
@@ -90,6 +104,7 @@ class Controller:
         notify: Notify | None = None,
         interval: float = 1.0,
         graceful_step_s: float = 10.0,
+        sample_s: float = SAMPLE_S,
         legacy: str = "legacy",
         new: str = "new",
         actor: str = "changeover run",
@@ -102,6 +117,7 @@ class Controller:
         self.notify = notify or (lambda kind, title, evidence: None)
         self.interval = interval
         self.graceful_step_s = graceful_step_s
+        self.sample_s = sample_s  # seconds between the charts' samples
         self.legacy, self.new = legacy, new
         self.actor = actor
         self.phases = [s for s in runbook.plan.stages if s.phase is not None]
@@ -277,7 +293,9 @@ class Controller:
         last: dict[str, str] = {}
         beat = time.monotonic()
         series: dict[str, list[tuple[float, float]]] = {}
+        history: dict[str, deque[tuple[float, Observation]]] = {}  # key → recent looks
         graceful_since: float | None = None
+        sampled, sampled_at = await self._backend_readings(), time.monotonic()
         while True:
             tick = time.monotonic()
             now = await self._readings(gates)
@@ -285,26 +303,43 @@ class Controller:
             verdicts: list[Verdict] = []
             for step, gate in gates:
                 reading = self._reading(gate, now, starts, series, observed)
-                verdicts.append(phase_gate(step.id, gate, reading, baked=baked, elapsed_s=observed))
+                try:
+                    verdict = phase_gate(step.id, gate, reading, baked=baked, elapsed_s=observed)
+                except (ValueError, ArithmeticError) as exc:
+                    verdict = _unjudged(step.id, gate, observed, exc)
+                verdicts.append(verdict)
             fired: list[Verdict] = []
+            for key, observation in now.items():
+                history.setdefault(key, deque()).append((observed, observation))
+                while history[key][0][0] < observed - HISTORY_S:
+                    history[key].popleft()
             for step, on_fire in self.triggers:
                 for gate in _gates(step):
-                    reading = self._reading(gate, now, starts, series, observed)
-                    verdict, sustained[step.id] = trigger_gate(
-                        step.id,
-                        gate,
-                        reading,
-                        sustained[step.id],
-                        now=observed,
-                        elapsed_s=observed,
-                        on_fire=on_fire,
+                    reading = _trailing(
+                        gate, self._reading(gate, now, starts, series, observed), history
                     )
+                    try:
+                        verdict, sustained[step.id] = trigger_gate(
+                            step.id,
+                            gate,
+                            reading,
+                            sustained[step.id],
+                            now=observed,
+                            elapsed_s=observed,
+                            on_fire=on_fire,
+                        )
+                    except (ValueError, ArithmeticError) as exc:
+                        verdict = _unjudged(step.id, gate, observed, exc)
                     if verdict.failed:
                         fired.append(verdict)
             for verdict in verdicts + fired:
                 if last.get(verdict.gate) != verdict.outcome.value:
                     last[verdict.gate] = verdict.outcome.value
                     self._log(VERDICT, {"phase": stage.id, "verdict": verdict.to_json()})
+            if tick - sampled_at >= self.sample_s:
+                since = tick - sampled_at
+                sampled = await self._sample(stage.id, observed, sampled, since, verdicts)
+                sampled_at = tick
             failing = fired + [v for v in verdicts if v.failed]
             # A failed phase gate rolls back gracefully — after a short grace in which an
             # immediate trigger may still fire (its sustain time plus a few looks), so a severe
@@ -359,6 +394,39 @@ class Controller:
         if not immediate:
             return 0.0
         return max(_sustained_s(step) for step in immediate) + max(2.0, 5 * self.interval)
+
+    async def _backend_readings(self) -> dict[str, dict[str, Observation]]:
+        """Each backend's counters and latency histogram, for the dashboard's and report's
+        charts; a source that cannot say leaves the numbers out."""
+        wanted = [(b, m) for b in (self.legacy, self.new) for m in SAMPLED_METRICS]
+        results = await asyncio.gather(
+            *(self.read(metric, backend, None) for backend, metric in wanted),
+            return_exceptions=True,
+        )
+        out: dict[str, dict[str, Observation]] = {self.legacy: {}, self.new: {}}
+        for (backend, metric), result in zip(wanted, results, strict=True):
+            if isinstance(result, Observation):
+                out[backend][metric] = result
+        return out
+
+    async def _sample(
+        self,
+        phase: str,
+        observed: float,
+        before: dict[str, dict[str, Observation]],
+        seconds: float,
+        verdicts: list[Verdict],
+    ) -> dict[str, dict[str, Observation]]:
+        """Journal what each backend did since the last sample; return the readings."""
+        after = await self._backend_readings()
+        backends = {
+            name: backend_numbers(before.get(name, {}), after[name], seconds) for name in after
+        }
+        payload = sample_payload(
+            phase, observed, self.weight, backends, verdicts, self.legacy, self.new
+        )
+        self._log(SAMPLE, payload)
+        return after
 
     async def _readings(self, gates: Sequence[tuple[Step, Gate]]) -> dict[str, Observation]:
         wanted: dict[str, Awaitable[Observation]] = {}
@@ -457,6 +525,51 @@ class Controller:
             {"reason": reason, "seconds": seconds, "writes": handback, **evidence},
         )
         return RunResult("rolled_back", self.state().passed, self.state().rolled_back)
+
+
+def _unjudged(name: str, gate: Gate, elapsed_s: float, exc: Exception) -> Verdict:
+    """A gate whose numbers cannot be judged (a source's inconsistent answer) stays undecided
+    and says why; it never stops the controller, which must still be able to roll back."""
+    log.warning("gate %s could not be evaluated: %s", name, exc)
+    return undecided(name, gate, elapsed_s, f"could not be evaluated: {exc}")
+
+
+def _trailing(
+    gate: Gate, reading: Reading, history: dict[str, deque[tuple[float, Observation]]]
+) -> Reading:
+    """A rollback trigger judges the recent past, not the whole phase: a spike after an hour of
+    clean traffic must not wait until it outweighs that hour. Rates, ratios and latency are read
+    over the trailing ``max(sustained, TRIGGER_WINDOW_S)``; a "none observed" trigger with a
+    sustained time asks whether events keep coming, look after look (one failed synthetic check
+    is a blip, every check failing for the sustained time is an outage); one without fires on
+    any event in the phase."""
+    sustained = gate.sustained.total_seconds() if gate.sustained else 0.0
+    if gate.below is None and gate.above is None and gate.ratio is None:  # any event counts
+        if not sustained:
+            return reading
+        window = 0.0  # since the previous look
+    else:
+        window = max(sustained, TRIGGER_WINDOW_S)
+
+    def since(key: str | None) -> Observation | None:
+        """The newest look at least ``window`` old; None (the phase's start) when none is."""
+        looks = history.get(key or "")
+        if not looks:
+            return None
+        newest = looks[-1][0]
+        chosen: Observation | None = None
+        for at, look in list(looks)[:-1]:
+            if at <= newest - window:
+                chosen = look
+        return chosen
+
+    start = since(_key(gate))
+    baseline = since(_key(gate, gate.max_ratio_to)) if gate.max_ratio_to else None
+    return replace(
+        reading,
+        start=start if start is not None else reading.start,
+        baseline_start=baseline if baseline is not None else reading.baseline_start,
+    )
 
 
 def _handed_off(events: Any) -> bool:

@@ -51,7 +51,8 @@ Histogram = list[tuple[float, int]]  # per-bucket counts, as changeover.analysis
 
 ALPHA = 0.01
 LEAK_MB_PER_HOUR = 10.0  # a slope below this is noise, not a leak worth a rollback
-_NONE_OBSERVED = frozenset(
+LEAK_MIN_RISE_MB = 16.0  # nor a rise smaller than this over the window (a warming process)
+NONE_OBSERVED = frozenset(
     {
         "database_errors",
         "database_connection_failures",
@@ -89,7 +90,10 @@ def counts(start: Observation | None, now: Observation) -> tuple[int, int]:
         return events, total
     if events < start.events or total < start.total:
         return events, total
-    return events - start.events, total - start.total
+    events, total = events - start.events, total - start.total
+    # Events and total read by two queries (Prometheus) can disagree by a sample or two: an
+    # event is never counted out of fewer trials than there were events.
+    return min(events, total), total
 
 
 def histogram(start: Observation | None, now: Observation) -> Histogram:
@@ -117,15 +121,15 @@ def histogram(start: Observation | None, now: Observation) -> Histogram:
 def unobservable(name: str, reading: Reading, gate: Gate, elapsed_s: float) -> Verdict | None:
     for observation in (reading.now, reading.baseline_now):
         if observation is not None and observation.unavailable:
-            return _undecided(
+            return undecided(
                 name, gate, elapsed_s, f"cannot be observed: {observation.unavailable}"
             )
     if gate.max_ratio_to is not None and reading.baseline_now is None:
-        return _undecided(name, gate, elapsed_s, f"no reading of the baseline {gate.max_ratio_to}")
+        return undecided(name, gate, elapsed_s, f"no reading of the baseline {gate.max_ratio_to}")
     return None
 
 
-def _undecided(name: str, gate: Gate, elapsed_s: float, reason: str) -> Verdict:
+def undecided(name: str, gate: Gate, elapsed_s: float, reason: str) -> Verdict:
     """Nothing to decide on: the gate keeps the phase waiting and says why."""
     nan = math.nan
     return Verdict(name, Outcome.CONTINUE, nan, (nan, nan), _threshold(gate), 0, elapsed_s, reason)
@@ -185,6 +189,7 @@ def _evaluate(
         return leak_gate(
             list(reading.series),
             min_slope_per_hour=LEAK_MB_PER_HOUR,
+            min_rise=LEAK_MIN_RISE_MB,
             alpha=ALPHA,
             baked=baked,
             on_fail=on_fail,
@@ -202,6 +207,7 @@ def _evaluate(
                 window,
                 baseline,
                 tolerance=gate.ratio - 1.0,
+                slack_s=gate.slack.total_seconds() if gate.slack else 0.0,
                 alpha=ALPHA,
                 baked=baked,
                 on_fail=on_fail,
@@ -246,13 +252,13 @@ def _evaluate(
                 elapsed_s=elapsed_s,
                 gate=name,
             )
-        if gate.above is not None and metric not in _NONE_OBSERVED:
+        if gate.above is not None and metric not in NONE_OBSERVED:
             return _good_share_above(name, gate, events, total, baked, elapsed_s, on_fail)
-        if metric in _NONE_OBSERVED or gate.below is None:
+        if metric in NONE_OBSERVED or gate.below is None:
             return _none_observed(name, events, total, baked, elapsed_s, on_fail, now.unit)
     if now.value is not None:
         return _gauge(name, gate, now.value, now.unit or "", baked, elapsed_s, on_fail)
-    return _undecided(name, gate, elapsed_s, f"the source gave no usable number for {metric}")
+    return undecided(name, gate, elapsed_s, f"the source gave no usable number for {metric}")
 
 
 def _stable(
