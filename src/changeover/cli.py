@@ -457,16 +457,23 @@ def proxy_serve(config: Path) -> None:
 @click.option(
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
-    help="Keep the demo's plan and journal here (default: a temporary directory).",
+    help="Keep the demo's plan, journal, logs and report here (default: a temporary directory).",
 )
-def demo(json_: bool, workdir: Path | None) -> None:
-    """Start embedded PostgreSQL (+ replica) and Redis and run the default plan's checks.
+@click.option(
+    "--fault",
+    type=click.Choice(["error-spike", "latency", "leak"]),
+    help="Make the new app misbehave in phase 2 and watch the automatic rollback.",
+)
+def demo(json_: bool, workdir: Path | None, fault: str | None) -> None:
+    """The whole cutover on this machine: embedded PostgreSQL and Redis, a legacy and a new
+    app, the built-in proxy and load; checks, migration, live sync, 10 → 50 → 100 %, handoff,
+    verification and a report. Exit 0 when it ended as it should with nothing lost.
 
-    Example: changeover demo
+    Example: changeover demo --fault error-spike
     """
     from changeover.demo.scenario import run_demo
 
-    run_demo(out, json_output=json_, workdir=workdir)
+    sys.exit(run_demo(out, json_output=json_, workdir=workdir, fault=fault))
 
 
 from changeover.cli_loadtest import loadtest  # noqa: E402

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 
-from changeover.demo.standin import Faults, port_of, start_stand_in
-from changeover.demo.traffic import start_proxy
 from changeover.engine.runbook import Runbook
 from changeover.loadgen.client import send
 from changeover.metrics.proxy import ProxySource
@@ -24,6 +22,7 @@ from changeover.rollout.controller import Controller, approve, request_rollback
 from changeover.rollout.state import ROLLBACK_DONE, VERDICT
 from changeover.traffic.builtin import BuiltinRouter
 from rollout.conftest import Receiver
+from support.standin import Faults, port_of, start_proxy, start_stand_in
 
 PLAN = """
 version: 1

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from changeover.cli import cli, main
-from changeover.demo.standin import Faults, port_of, start_stand_in
 from changeover.engine.runbook import Runbook
 from changeover.metrics.registry import Metrics
 from changeover.metrics.signals import SignalSource
 from changeover.rollout.controller import Controller
 from rollout.test_controller import Rig, load, rig
+from support.standin import Faults, port_of, start_stand_in
 
 PLAN = """
 version: 1

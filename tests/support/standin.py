@@ -1,8 +1,8 @@
-"""Stand-in apps for the demo's traffic step: tiny keep-alive HTTP servers that say who they are.
+"""Stand-in apps for the controller tests: tiny keep-alive HTTP servers that say who they are,
+with a fault switch, and the built-in proxy in front of a pair of them (``start_proxy``).
 
 Each answers every request with ``{"app": name}`` and an ``X-Backend`` header, reading request
-bodies by Content-Length. They stand where the legacy and new apps will (the sample-apps
-capability replaces them with a Python/SQLite and an async PostgreSQL + Redis app).
+bodies by Content-Length: fast and predictable where the demo's real sample apps are not.
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httptools
+
+from changeover.proxy.app import ProxyServer
+from changeover.proxy.config import load_proxy_config
 
 
 @dataclass
@@ -69,3 +74,22 @@ async def start_stand_in(name: str, faults: Faults | None = None) -> asyncio.Ser
 
 def port_of(server: asyncio.Server) -> int:
     return int(server.sockets[0].getsockname()[1])
+
+
+async def start_proxy(workdir: Path, legacy_port: int, new_port: int) -> tuple[ProxyServer, str]:
+    """The built-in proxy in this process in front of two loopback apps; (proxy, admin token)."""
+    config = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        "backends": {
+            "legacy": [{"name": "legacy", "url": f"http://127.0.0.1:{legacy_port}"}],
+            "new": [{"name": "new", "url": f"http://127.0.0.1:{new_port}"}],
+        },
+        "state_file": "proxy-state.json",
+    }
+    path = workdir / "proxy.yaml"
+    path.write_text(json.dumps(config, indent=2), encoding="utf-8")
+    token = secrets.token_urlsafe(24)
+    proxy = ProxyServer(load_proxy_config(path), token=token)
+    await proxy.start()
+    return proxy, token
