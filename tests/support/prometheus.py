@@ -3,8 +3,9 @@
 ``start_exporter()`` serves a ``prometheus_client`` registry with a few demo metrics on a free
 loopback port; ``run_prometheus(workdir, exporter_url)`` writes a ``prometheus.yml`` (1 s scrape
 and evaluation), a rules file, starts ``/usr/bin/prometheus`` on a free port, waits until it is
-ready and has scraped every job once, and stops it on exit. Both are context managers, so a test
-module wraps them in a module-scoped fixture (one Prometheus per module, xdist-safe).
+ready and has scraped every job once, and stops it on exit; ``rules`` may be several files
+(name → text). Both are context managers, so a test module wraps them in a module-scoped
+fixture (one Prometheus per module, xdist-safe).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,15 +118,16 @@ class PrometheusServer:
         return log_tail(self.workdir / "prometheus.log", lines)
 
 
-def _config(jobs: dict[str, str], rules_file: Path) -> str:
+def _config(jobs: dict[str, str], rule_files: list[Path]) -> str:
     scrape = "".join(
         f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
         for job, target in jobs.items()
     )
     return (
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files:\n  - {rules_file}\n"
-        f"scrape_configs:\n{scrape}"
+        "rule_files:\n"
+        + "".join(f"  - {path}\n" for path in rule_files)
+        + f"scrape_configs:\n{scrape}"
     )
 
 
@@ -134,7 +136,7 @@ def run_prometheus(
     workdir: Path,
     jobs: dict[str, str],
     *,
-    rules: str = DEFAULT_RULES,
+    rules: str | Mapping[str, str] = DEFAULT_RULES,
     start_timeout: float = 30.0,
 ) -> Iterator[PrometheusServer]:
     """Start Prometheus scraping ``jobs`` (name → host:port) and yield it once every job was
@@ -144,10 +146,13 @@ def run_prometheus(
     """
     binary = require_binary("prometheus", "prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
-    rules_file = workdir / "rules.yml"
-    rules_file.write_text(rules)
+    files = {"rules.yml": rules} if isinstance(rules, str) else dict(rules)
+    rule_files = []
+    for name, text in files.items():
+        rule_files.append(workdir / name)
+        rule_files[-1].write_text(text)
     config = workdir / "prometheus.yml"
-    config.write_text(_config(jobs, rules_file))
+    config.write_text(_config(jobs, rule_files))
 
     server = None
     for _attempt in range(3):  # the free port may be taken between choosing and binding it
