@@ -476,6 +476,7 @@ def demo(json_: bool, workdir: Path | None, fault: str | None) -> None:
     sys.exit(run_demo(out, json_output=json_, workdir=workdir, fault=fault))
 
 
+from changeover.cli_export import export  # noqa: E402
 from changeover.cli_loadtest import loadtest  # noqa: E402
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
 from changeover.cli_rollout import approve, rollback, run, signal  # noqa: E402
@@ -486,6 +487,7 @@ cli.add_command(approve)
 cli.add_command(rollback)
 cli.add_command(signal)
 cli.add_command(loadtest)
+cli.add_command(export)
 
 
 def main(argv: list[str] | None = None) -> int:
