@@ -361,7 +361,7 @@ def _gauge(
             limit,
             1,
             elapsed_s,
-            f"{value:g}{unit} (expected {relation} {limit:g}{unit})",
+            f"{name}: {_shown(value, unit)} (expected {relation} {_shown(limit, unit)})",
             unit,
         )
     outcome = Outcome.PASS if baked else Outcome.CONTINUE
@@ -373,9 +373,15 @@ def _gauge(
         limit,
         1,
         elapsed_s,
-        f"{value:g}{unit} {relation} {limit:g}{unit}",
+        f"{name}: {_shown(value, unit)} {relation} {_shown(limit, unit)}",
         unit,
     )
+
+
+def _shown(value: float, unit: str) -> str:
+    """``12ms``, ``40%`` — but ``3 queries running > 30s``: a word unit gets a space."""
+    glued = not unit or unit[0] in "%/" or unit in {"ms", "s", "MB", "B"}
+    return f"{value:g}{unit}" if glued else f"{value:g} {unit}"
 
 
 def _threshold(gate: Gate) -> float:
