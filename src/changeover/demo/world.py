@@ -102,11 +102,15 @@ def start_legacy(workdir: Path, db: Path, port: int) -> subprocess.Popen[bytes]:
         "--port", str(port), "--secret-file", str(workdir / "session.secret"),
         "--admin-token-file", str(workdir / "admin.token"),
     ]  # fmt: skip
-    log = workdir / "logs" / "legacy.log"
+    return spawn(argv, workdir / "logs" / "legacy.log", "listening on", "the legacy app")
+
+
+def spawn(argv: list[str], log: Path, ready: str, what: str) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with its output appended to ``log``; return once it printed ``ready``."""
     with log.open("ab") as sink:
         offset = sink.tell()
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
-    wait_ready(log, "listening on", process, "the legacy app", offset)
+    wait_ready(log, ready, process, what, offset)
     return process
 
 
@@ -151,12 +155,7 @@ def start_proxy(workdir: Path, ports: Ports) -> subprocess.Popen[bytes]:
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     (workdir / "proxy-state.json").unlink(missing_ok=True)
     argv = [sys.executable, "-m", "changeover", "proxy", "serve", "--config", str(path)]
-    log = workdir / "logs" / "proxy.log"
-    with log.open("ab") as sink:
-        offset = sink.tell()
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink)
-    wait_ready(log, "proxy listening on", process, "the built-in proxy", offset)
-    return process
+    return spawn(argv, workdir / "logs" / "proxy.log", "proxy listening on", "the built-in proxy")
 
 
 def stop_children(grace: float = 5.0, *, ours_only: bool = False) -> None:
