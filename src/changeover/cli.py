@@ -476,6 +476,7 @@ def demo(json_: bool, workdir: Path | None, fault: str | None) -> None:
     sys.exit(run_demo(out, json_output=json_, workdir=workdir, fault=fault))
 
 
+from changeover.cli_documents import runbook as runbook_document  # noqa: E402
 from changeover.cli_export import export  # noqa: E402
 from changeover.cli_loadtest import loadtest  # noqa: E402
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
@@ -488,6 +489,7 @@ cli.add_command(rollback)
 cli.add_command(signal)
 cli.add_command(loadtest)
 cli.add_command(export)
+cli.add_command(runbook_document)
 
 
 def main(argv: list[str] | None = None) -> int:
