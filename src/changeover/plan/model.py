@@ -516,16 +516,54 @@ def _probe_problems(
             yield where + (call.probe, *err["loc"]), pydantic_message(err)
         return
     system = getattr(params, "system", None)
-    if system is None:
-        return
-    if system not in plan.systems:
-        yield where + (call.probe, "system"), _unknown_system(system, plan)
-    elif probe.system_kinds and plan.systems[system].kind not in probe.system_kinds:
+    if system is not None and system in plan.systems and probe.system_kinds:
         kind = plan.systems[system].kind
-        wanted = " or ".join(probe.system_kinds)
+        if kind not in probe.system_kinds:
+            wanted = " or ".join(probe.system_kinds)
+            yield (
+                where + (call.probe, "system"),
+                f"system {system!r} is a {kind}; {call.probe} needs a {wanted}",
+            )
+    for path, endpoint in _endpoints(params):
+        yield from _endpoint_problems(plan, endpoint, where + (call.probe, *path))
+
+
+def _endpoints(params: BaseModel, path: Loc = ()) -> Iterator[tuple[Loc, BaseModel]]:
+    """Every part of a probe's parameters that names a ``system`` (the parameters themselves,
+    or nested ones such as http.session's ``login`` and ``use``)."""
+    if getattr(params, "system", None) is not None:
+        yield path, params
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, BaseModel):
+            yield from _endpoints(value, (*path, name))
+
+
+def _endpoint_problems(plan: Plan, endpoint: BaseModel, where: Loc) -> Iterator[tuple[Loc, str]]:
+    """The system exists; an app without a url of its own is named with one of its instances,
+    and that instance exists — found when the plan is loaded, not at the first look of a gate."""
+    system = getattr(endpoint, "system", None)
+    assert isinstance(system, str)
+    if system not in plan.systems:
+        yield where + ("system",), _unknown_system(system, plan)
+        return
+    target = plan.systems[system]
+    if not hasattr(endpoint, "instance") or not hasattr(target, "instances"):
+        return
+    names = [i.name for i in target.instances]
+    instance = endpoint.instance
+    if instance is not None and instance not in names:
+        known = ", ".join(names) or "none"
         yield (
-            where + (call.probe, "system"),
-            f"system {system!r} is a {kind}; {call.probe} needs a {wanted}",
+            where + ("instance",),
+            f"system {system!r} has no instance {instance!r}{suggest(instance, names)} "
+            f"(instances: {known})",
+        )
+    elif instance is None and getattr(target, "url", None) is None:
+        yield (
+            where + ("system",),
+            f"system {system!r} has no url of its own; name one of its instances with "
+            f"'instance:' ({', '.join(names)})",
         )
 
 
