@@ -176,8 +176,8 @@ def watch(plan: Plan, at: PlanGate, *, series: SeriesChoice, window: timedelta) 
 def threshold_wording(gate: Gate) -> str:
     """The gate's condition as the plan writes it: ``below 1%``, ``at most 1.2 × legacy``."""
     if gate.metric in _LEAK:
-        rise = f"{LEAK_MB_PER_HOUR:g} MB/h and {LEAK_MIN_RISE_MB:g} MB"
-        parts = [f"no leak (a rise of at least {rise})"]
+        rise = f"{LEAK_MB_PER_HOUR:g} MB/h and by {LEAK_MIN_RISE_MB:g} MB"
+        parts = [f"no leak (a leak rises at least {rise})"]
     elif gate.metric in PER_LOOK_QUANTILE:
         parts = [f"stable (p95 rising by less than {STABLE_RISE:.0%} of its level)"]
     elif gate.ratio is not None:

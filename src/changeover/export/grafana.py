@@ -30,6 +30,13 @@ PANEL_HEIGHT = 8
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 _UNITS = {"MB": "decmbytes", "%": "percent", "s": "s"}
+_ROLE = {
+    "immediate": "Rollback trigger (immediate).",
+    "graceful": "Rollback trigger (graceful).",
+    "phase": "Phase gate: must hold for the phase to pass.",
+    "stage": "Stage gate: must hold for the stage to pass.",
+    "success": "Success criterion of the cutover.",
+}
 
 
 @dataclass
@@ -281,12 +288,3 @@ def _unit(kind: str, unit: str | None) -> str:
 def _title(at: PlanGate) -> str:
     title = f"{at.step.title} ({at.step.id})"
     return f"{title} — {at.gate.metric}" if len(at.step.gates) > 1 else title
-
-
-_ROLE = {
-    "immediate": "Rollback trigger (immediate).",
-    "graceful": "Rollback trigger (graceful).",
-    "phase": "Phase gate: must hold for the phase to pass.",
-    "stage": "Stage gate: must hold for the stage to pass.",
-    "success": "Success criterion of the cutover.",
-}
