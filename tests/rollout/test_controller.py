@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -553,3 +554,54 @@ def test_deploy_starts_a_local_process_and_waits_for_its_ready_line(tmp_path: Pa
                 process.terminate()
     assert result.outcome == "completed", result
     assert f"port {port}" in (tmp_path / "app.log").read_text()
+
+
+READONLY_STAGE = """
+  - id: canary
+    title: Phase 10%
+    phase:
+      weight: 10
+      bake: {{min: 60s, max: 60s}}
+      decision: {{title: go on, mode: manual}}
+    sections:
+      - title: Deployment
+        steps:
+          - id: canary-legacy-readonly
+            title: Legacy read-only
+            action:
+              readonly:
+                command: ["{python}", "-c", "open(r'{flag}', 'w').write('read-only')"]
+                {undo}
+"""
+
+
+@pytest.mark.parametrize("with_undo", [True, False])
+def test_a_rollback_undoes_the_legacy_read_only_hook_or_says_it_could_not(
+    tmp_path: Path, with_undo: bool
+) -> None:
+    flag = tmp_path / "legacy-readonly.flag"
+    undo = f"""undo: ["{sys.executable}", "-c", "import os; os.remove(r'{flag}')"]"""
+    stage = READONLY_STAGE.format(python=sys.executable, flag=flag, undo=undo if with_undo else "")
+    plan = tmp_path / "changeover.yaml"
+    plan.write_text(PLAN.format(notify="", stages=stage), encoding="utf-8")
+
+    async def scenario() -> dict[str, Any]:
+        async with rig(tmp_path) as r:
+            run = asyncio.create_task(run_controller(tmp_path, r, plan, []))
+            while not flag.exists():
+                assert not run.done(), run.result()
+                await asyncio.sleep(0.05)
+            with Runbook.open(plan) as runbook:
+                request_rollback(runbook, "immediate", "drill", by="bob")
+            result = await asyncio.wait_for(run, 30)
+            assert result.outcome == "rolled_back"
+            with Runbook.open(plan) as runbook:
+                done = runbook.journal.latest(ROLLBACK_DONE)
+                assert done is not None
+                return done.payload
+
+    done = asyncio.run(scenario())
+    if with_undo:
+        assert not flag.exists() and done["legacy"] == "writable again (undo hook ran)"
+    else:
+        assert flag.exists() and done["legacy"].startswith("STILL READ-ONLY"), done

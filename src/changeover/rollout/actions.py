@@ -443,17 +443,31 @@ def readonly(params: Mapping[str, Any], router: Router) -> dict[str, Any]:
 
     command = params.get("command")
     if command:
-        if isinstance(command, str) or not isinstance(command, Sequence):
-            raise ActionFailed("readonly: command must be an argv list, e.g. [app-ctl, readonly]")
-        argv = [str(part) for part in command]
+        argv = _argv(command, "readonly: command", "[app-ctl, readonly]")
+        undo = params.get("undo")
+        if undo is not None:
+            _argv(undo, "readonly: undo", "[app-ctl, writable]")  # refused before it is needed
         _run_argv(argv, "readonly hook", timeout=60)
-        return {"hook": argv[0], "exit": 0}
+        return {"hook": argv[0], "exit": 0, "undo": bool(undo)}
     if isinstance(router, BuiltinRouter):
         return {"pinned": "the built-in proxy sends every write to the write owner"}
     raise ActionFailed(
         "readonly: give a command (the legacy app's read-only hook); without the built-in "
         "proxy nothing else keeps writes away from legacy"
     )
+
+
+def writable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Undo the read-only hook on rollback: the ``undo`` argv of the plan's readonly step."""
+    argv = _argv(params.get("undo"), "readonly: undo", "[app-ctl, writable]")
+    _run_argv(argv, "writable hook", timeout=60)
+    return {"hook": argv[0], "exit": 0}
+
+
+def _argv(command: object, what: str, example: str) -> list[str]:
+    if not command or isinstance(command, str) or not isinstance(command, Sequence):
+        raise ActionFailed(f"{what} must be an argv list, e.g. {example}")
+    return [str(part) for part in command]
 
 
 async def deploy(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -502,6 +502,39 @@ class Controller:
         self._log(ACTION_OUTCOME, {**payload, "ok": True, "detail": detail})
         return "legacy (handed back)"
 
+    async def _legacy_writable(self) -> str | None:
+        """Undo the legacy app's read-only hook, if a readonly step ran one — after the write
+        handback, so that legacy never takes writes while new still owns them (writes sent to
+        legacy in between fail instead of splitting). None when there was no hook."""
+        hooked = [
+            e.payload["step"]
+            for e in self.journal.events(kinds=[ACTION_OUTCOME])
+            if e.payload.get("action") == "readonly"
+            and e.payload.get("ok")
+            and "hook" in (e.payload.get("detail") or {})
+        ]
+        if not hooked:
+            return None
+        try:
+            step = self.runbook.plan.step(hooked[-1])
+        except KeyError:  # the plan changed since: nothing to undo with
+            step = None
+        params = dict(step.action.params) if step is not None and step.action else {}
+        if not params.get("undo"):
+            return (
+                f"STILL READ-ONLY: step {hooked[-1]} has no 'undo' command — make the legacy "
+                "app writable by hand before it takes writes"
+            )
+        payload = {"step": "rollback-writable", "action": "readonly.undo"}
+        self._log(ACTION_INTENT, payload)
+        try:
+            detail = await asyncio.to_thread(actions.writable, params)
+        except (actions.ActionFailed, ChangeoverError) as exc:
+            self._log(ACTION_OUTCOME, {**payload, "ok": False, "error": str(exc)})
+            return f"STILL READ-ONLY: the undo hook failed: {exc}"
+        self._log(ACTION_OUTCOME, {**payload, "ok": True, "detail": detail})
+        return "writable again (undo hook ran)"
+
     async def _rollback(self, mode: str, request: dict[str, Any], state: RolloutState) -> RunResult:
         reason = str(request.get("reason", "requested"))
         evidence = request.get("evidence", {})
@@ -518,7 +551,9 @@ class Controller:
             await self._set_weight(0.0, step="rollback")
         seconds = round(time.monotonic() - started, 3)
         handback = await self._hand_writes_back()
-        self._log(ROLLBACK_DONE, {"mode": mode, "seconds": seconds, "writes": handback})
+        legacy = await self._legacy_writable()
+        done = {"mode": mode, "seconds": seconds, "writes": handback}
+        self._log(ROLLBACK_DONE, {**done, **({"legacy": legacy} if legacy else {})})
         self.notify(
             "rollback",
             f"ROLLBACK ({mode}): all traffic back on legacy — {reason}",
