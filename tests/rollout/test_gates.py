@@ -175,3 +175,15 @@ def test_a_synthetic_gate_needs_no_threshold_and_fails_on_a_failed_run() -> None
     assert phase_gate("features", rule, failing, baked=False, elapsed_s=3).failed
     fine = Reading(obs("features", events=0, total=0), obs("features", events=0, total=60))
     assert phase_gate("features", rule, fine, baked=True, elapsed_s=30).outcome is Outcome.PASS
+
+
+def test_a_percent_threshold_on_a_reading_in_percent_compares_percent() -> None:
+    rule = gate(metric="cpu", of="new", below="60%")
+    reading = Reading(None, obs("cpu", value=45.0, unit="%"))
+    verdict = phase_gate("full-cpu", rule, reading, baked=True, elapsed_s=60.0)
+    assert verdict.outcome is Outcome.PASS, verdict.reason
+    assert verdict.threshold == 60.0 and "45% < 60%" in verdict.reason
+    hot = phase_gate(
+        "full-cpu", rule, Reading(None, obs("cpu", value=75.0, unit="%")), baked=True, elapsed_s=60
+    )
+    assert hot.failed and "75% (expected < 60%)" in hot.reason

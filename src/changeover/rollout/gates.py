@@ -392,12 +392,14 @@ def _threshold(gate: Gate) -> float:
 
 
 def _number(value: object, unit: str = "") -> float:
-    """A plan threshold as a plain number: '1%' → 0.01, '100ms' → 0.1 (seconds), 0.8 → 0.8."""
+    """A plan threshold as a plain number: '1%' → 0.01 (60 for a reading in unit '%'), '100ms'
+    → 0.1 (seconds), 0.8 → 0.8."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     text = str(value).strip()
     if text.endswith("%"):
-        return parse_ratio(text)
+        # a reading in percent (CPU) keeps the plan's percent; any other reading is a share
+        return float(text[:-1]) if unit == "%" else parse_ratio(text)
     try:
         return parse_duration(text).total_seconds()
     except ValueError:
