@@ -476,6 +476,7 @@ def demo(json_: bool, workdir: Path | None, fault: str | None) -> None:
     sys.exit(run_demo(out, json_output=json_, workdir=workdir, fault=fault))
 
 
+from changeover.cli_dashboard import dashboard  # noqa: E402
 from changeover.cli_documents import runbook as runbook_document  # noqa: E402
 from changeover.cli_export import export  # noqa: E402
 from changeover.cli_loadtest import loadtest  # noqa: E402
@@ -490,6 +491,7 @@ cli.add_command(signal)
 cli.add_command(loadtest)
 cli.add_command(export)
 cli.add_command(runbook_document)
+cli.add_command(dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:
