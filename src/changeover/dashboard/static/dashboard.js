@@ -155,6 +155,8 @@
     } else {
       replace(box, el("span", { class: "muted", text: "weights: not set by changeover yet" }));
     }
+    // A finished run has no controller left to act on a rollback request: no button for it.
+    $("rollback-btn").hidden = isFinished(rollout);
     const waiting = rollout.awaiting_approval || [];
     const approve = $("approve-btn");
     approve.hidden = waiting.length === 0 || isFinished(rollout);
@@ -228,9 +230,10 @@
   }
 
   const SERIES = {
-    rps: { label: "requests/s", keys: [["rps", "req/s"]], scale: 1 },
-    errors: { label: "error rate", keys: [["error_rate", "errors"]], scale: 100, unit: "%" },
-    latency: { label: "latency", keys: [["p50_ms", "p50"], ["p95_ms", "p95"], ["p99_ms", "p99"]], scale: 1, unit: "ms" },
+    // floor: the smallest top of the y axis, so a flat zero line is drawn as zero, not as noise
+    rps: { label: "requests/s", keys: [["rps", "req/s"]], scale: 1, floor: 1 },
+    errors: { label: "error rate", keys: [["error_rate", "errors"]], scale: 100, unit: "%", floor: 1 },
+    latency: { label: "latency", keys: [["p50_ms", "p50"], ["p95_ms", "p95"], ["p99_ms", "p99"]], scale: 1, unit: "ms", floor: 1 },
   };
   const LINE_COLOURS = ["var(--new)", "var(--continue)", "var(--fail)"];
 
@@ -266,7 +269,7 @@
       const v = p.b[field];
       return v === null || v === undefined ? null : v * spec.scale;
     }));
-    const max = Math.max(1e-9, ...values.flat().filter((v) => v !== null)) * 1.1;
+    const max = Math.max(spec.floor, ...values.flat().filter((v) => v !== null)) * 1.1;
     const x = (t) => pad.l + (t1 > t0 ? ((t - t0) / (t1 - t0)) : 1) * (width - pad.l - pad.r);
     const y = (v) => height - pad.b - (v / max) * (height - pad.t - pad.b);
     const ns = "http://www.w3.org/2000/svg";
