@@ -482,6 +482,7 @@ from changeover.cli_export import export  # noqa: E402
 from changeover.cli_loadtest import loadtest  # noqa: E402
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
 from changeover.cli_rollout import approve, rollback, run, signal  # noqa: E402
+from changeover.cli_watch import stability, watch  # noqa: E402
 
 cli.add_command(migrate)
 cli.add_command(run)
@@ -492,6 +493,8 @@ cli.add_command(loadtest)
 cli.add_command(export)
 cli.add_command(runbook_document)
 cli.add_command(dashboard)
+cli.add_command(watch)
+cli.add_command(stability)
 
 
 def main(argv: list[str] | None = None) -> int:
