@@ -9,7 +9,7 @@ and calls ``rollout.controller.approve``, ``Runbook.signoff`` or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from changeover.dashboard.auth import Refused
@@ -58,7 +58,7 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool = True) -> str:
     return value.strip()
 
 
-def _library(call: Any) -> None:
+def _library(call: Callable[[], object]) -> None:
     """Run the library call; its ``UsageError`` (an unknown phase or step) is a 400."""
     try:
         call()
