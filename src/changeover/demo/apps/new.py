@@ -406,6 +406,10 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
         max_size=settings.pool_size,
         kwargs=kwargs,
         timeout=POOL_WAIT_SECONDS,
+        # After a failover every pooled connection is dead: checked before each use, a dead
+        # one is replaced instead of failing a request (a multi-host URL with
+        # target_session_attrs=read-write then reaches the promoted server).
+        check=AsyncConnectionPool.check_connection,
         name=f"new-{settings.instance}",
         open=False,
     )
