@@ -5,6 +5,8 @@ sync follower as a detached process that outlives the controller, one per plan, 
 its pid file next to the journal), ``migrate.verify``, and ``migrate.handoff`` (writes move under
 the built-in proxy's write hold; a rollback hands them back first). Apps: ``deploy``,
 ``readonly`` (the legacy app's hook) and ``cache.warm`` (GET paths on every instance).
+After the cutover: ``advise`` (``changeover.advise``) and the cleanup actions ``archive.logs``,
+``archive.sqlite``, ``revoke-write`` and ``decommission`` (``changeover.cleanup.actions``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ AUTOMATED = frozenset(
         "readonly",
         "deploy",
         "cache.warm",
+        "advise",
+        "archive.logs",
+        "archive.sqlite",
+        "revoke-write",
+        "decommission",
     }
 )
 # migrate.sync is done when the follower is this close to the SQLite changelog's head.
@@ -76,7 +83,25 @@ async def run(
         return await deploy(runbook, params)
     if name == "readonly":
         return await asyncio.to_thread(readonly, params, router)
+    if name == "advise":
+        from changeover.advise.action import advise_step
+
+        return await advise_step(runbook, params)
+    if name in ("archive.logs", "archive.sqlite", "revoke-write", "decommission"):
+        return await asyncio.to_thread(_cleanup, name, params, runbook)
     raise UsageError(f"action {name!r} is not automated by changeover run")
+
+
+def _cleanup(name: str, params: Mapping[str, Any], runbook: Runbook) -> dict[str, Any]:
+    from changeover.cleanup import actions as cleanup
+
+    if name == "archive.logs":
+        return cleanup.archive_logs(runbook, params)
+    if name == "archive.sqlite":
+        return cleanup.archive_sqlite(runbook, params)
+    if name == "revoke-write":
+        return cleanup.revoke_write(params)
+    return cleanup.decommission(runbook, params)
 
 
 class ActionFailed(Exception):
