@@ -227,27 +227,58 @@ def status(plan: Path, all_: bool, json_: bool) -> None:
 @cli.command()
 @plan_option
 @click.option(
-    "--format", "-f", "format_", type=click.Choice(["md", "json"]), default="md", show_default=True
+    "--format",
+    "-f",
+    "format_",
+    type=click.Choice(["html", "md", "json"]),
+    help="html (one self-contained file), md or json [default: from -o's suffix, else md].",
 )
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file.")
-def report(plan: Path, format_: str, output: Path | None) -> None:
-    """Write the runbook report: every item with its latest result, evidence and sign-offs.
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write to this file (default: stdout).",
+)
+@click.option(
+    "--journal",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Report from this `changeover journal export` file instead of the plan's journal.",
+)
+def report(plan: Path, format_: str | None, output: Path | None, journal: Path | None) -> None:
+    """Write the cutover report: the 13 success criteria PASS/FAIL/UNKNOWN with evidence, charts,
+    phases, timeline, decisions, rollbacks, incidents, sign-offs, notes and every runbook item.
 
-    Example: changeover report --format md -o REPORT.md
+    Exit 0 when written, 2 when there is no journal; 4 (the report is still written, marked)
+    when the journal's hash chain is broken.
+
+    Example: changeover report --format html -o report.html
     """
-    from changeover.engine.report import report_json, report_markdown
-    from changeover.engine.runbook import Runbook
+    from changeover.report import render
+    from changeover.report.build import load_report
 
-    with Runbook.open(plan) as runbook:
-        state = runbook.state()
-        head = runbook.journal.head().hash  # the head record: no need to re-hash every event
-    render = report_json if format_ == "json" else report_markdown
-    text = render(state, journal_head=head)
+    if format_ is None:
+        suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+        format_ = {"htm": "html", "html": "html", "json": "json"}.get(suffix, "md")
+    made = load_report(plan, journal=journal)
+    text = render(made, format_)
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
-        out.print(f"wrote {output}")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            from changeover.errors import UsageError
+
+            raise UsageError(f"cannot write the report to {output}: {exc.strerror}") from exc
+        counts = made.counts()
+        out.print(
+            f"wrote {output}: {made.outcome}; criteria {counts['PASS']} pass, "
+            f"{counts['FAIL']} fail, {counts['UNKNOWN']} unknown",
+            markup=False,
+        )
+    if not made.journal.ok:
+        err.print(f"journal TAMPERED: {made.journal.problem}", markup=False)
+        sys.exit(4)
 
 
 @cli.group(context_settings=CONTEXT)

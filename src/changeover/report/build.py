@@ -116,8 +116,8 @@ def make_report(runbook: Runbook, *, now: datetime | None = None) -> Report:
     verified = runbook.journal.verify()
     events = list(runbook.journal.events())
     _refuse_empty(events, runbook.journal.location)
-    return build_report(runbook.plan, events, journal=_info(runbook.journal.location, verified),
-                        now=now)  # fmt: skip
+    info = _info(runbook.journal.location, verified)
+    return build_report(runbook.plan, events, journal=info, now=now)
 
 
 def read_archive(path: Path) -> tuple[list[Event], JournalInfo]:
@@ -142,13 +142,36 @@ def read_archive(path: Path) -> tuple[list[Event], JournalInfo]:
     return events, _info(str(path), verify_chain(rows, head))
 
 
-def missing_journal(runbook_plan: Path, journal_spec: str | None) -> Path | None:
+def load_report(plan: Path, *, journal: Path | None = None, now: datetime | None = None) -> Report:
+    """The report of a plan's journal — or of ``journal``, an export of it — for the CLI."""
+    from changeover.engine.runbook import Runbook
+    from changeover.plan.load import load_plan
+    from changeover.plan.secretref import resolve_ref
+
+    loaded = load_plan(plan)
+    if journal is not None:
+        events, info = read_archive(journal)
+        return build_report(loaded.plan, events, journal=info, now=now)
+    spec = None
+    if loaded.plan.journal is not None:
+        spec = resolve_ref(loaded.plan.journal, base=loaded.base_dir, what="journal")
+    missing = missing_journal(loaded.base_dir, spec)
+    if missing is not None:
+        raise UsageError(
+            f"no journal at {missing}: nothing was checked, signed off or run with {plan} yet — "
+            "run 'changeover check' or 'changeover run' first, point --plan at the plan the "
+            "cutover used, or --journal at an export of its journal"
+        )
+    with Runbook.open(plan) as runbook:
+        return make_report(runbook, now=now)
+
+
+def missing_journal(base: Path, journal_spec: str | None) -> Path | None:
     """The SQLite file a plan's journal would be, when it does not exist yet (None otherwise).
 
     Checked before the runbook is opened: opening creates an empty journal, and a report of
     an empty journal would look like a night where nothing happened.
     """
-    base = runbook_plan.parent
     if journal_spec is None or not journal_spec.strip():
         path = base / ".changeover" / "journal.db"
     elif journal_spec.strip().startswith("sqlite:"):
