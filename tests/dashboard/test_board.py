@@ -133,6 +133,20 @@ def test_an_update_carries_only_what_changed(board: Board) -> None:
     assert row["state"] == "done" and row["signoffs"][0]["by"] == "ana" and row["role"] == "lead"
 
 
+def test_an_event_of_another_shape_is_named_and_the_rest_still_shown(board: Board) -> None:
+    event = Events()
+    board.fold(
+        [
+            event("rollout.approved", {"who": "written by another tool"}),
+            event("rollout.phase-started", {"phase": "canary", "weight": 10.0}),
+        ]
+    )
+    sections = board.sections(NOW)
+    (why,) = sections["health"]["unreadable"]
+    assert why.startswith("event 1 (rollout.approved) cannot be shown")
+    assert sections["rollout"]["phase"] == "canary" and board.seq == 2
+
+
 def test_an_event_folded_twice_counts_once(board: Board) -> None:
     event = Events()
     sample = event("rollout.sample", _sample("canary", 40.0, 0.01))

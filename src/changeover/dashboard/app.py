@@ -328,7 +328,7 @@ class Dashboard:
     async def start(self) -> None:
         sock = _bind(self.host, self.requested_port)
         self.port = int(sock.getsockname()[1])
-        await self.feed.poll()  # the first page already shows the journal as it is
+        await self.feed.catch_up()  # the first page already shows the journal as it is
         ctx = Context(
             self.runbook, self.feed, self.tokens, Sessions(), allowed_hosts(self.host, self.port)
         )

@@ -97,6 +97,7 @@ class Board:
         self.rollout = RolloutState()
         self.live_lag: dict[str, Any] | None = None  # set by the poller's lag reader
         self.journal_error: str | None = None  # set by the poller when a read failed
+        self.unreadable: list[str] = []  # events whose payload this page cannot show (why)
         self._checklist: list[Event] = []
         self._tail: deque[dict[str, Any]] = deque(maxlen=TAIL)
         self._samples: deque[dict[str, Any]] = deque(maxlen=SAMPLES)
@@ -115,7 +116,13 @@ class Board:
         for event in events:
             if event.seq <= self.seq:
                 continue  # read twice (a poll racing a snapshot): already folded
-            self._apply(event)
+            try:
+                self._apply(event)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                # An event of a known kind with a payload of another shape (written by another
+                # version or tool) is named on the page; the page goes on with the rest.
+                why = f"event {event.seq} ({event.kind}) cannot be shown: {exc!r}"
+                self.unreadable = [*self.unreadable[-9:], why]
             self.seq = event.seq
 
     def _apply(self, event: Event) -> None:
@@ -160,7 +167,7 @@ class Board:
         runbook = project(self.plan, self._checklist, now)
         return {
             "plan": {"name": self.plan.name, "cutover_at": self.plan.cutover_at.isoformat()},
-            "health": {"journal_error": self.journal_error},
+            "health": {"journal_error": self.journal_error, "unreadable": self.unreadable},
             "timeline": {
                 "summary": runbook.summary(),
                 "stages": [

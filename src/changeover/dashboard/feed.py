@@ -89,8 +89,24 @@ class Feed:
     async def run(self) -> None:
         while True:
             started = time.monotonic()
-            await self.poll()
+            try:
+                await self.poll()
+            except Exception as exc:
+                # The page must never freeze on one bad poll: say so on it and poll again.
+                self.board.journal_error = f"the dashboard could not update: {exc!r}"
+                log.warning("%s", self.board.journal_error)
+                log.debug("dashboard poll failed", exc_info=True)
             await asyncio.sleep(max(0.0, self.poll_s - (time.monotonic() - started)))
+
+    async def catch_up(self) -> None:
+        """Poll until the board has every event the journal had when this started, so a
+        dashboard started late in a long cutover never serves a page from the past."""
+        head = (await asyncio.to_thread(self.journal.head)).seq
+        while self.board.seq < head:
+            before = self.board.seq
+            await self.poll()
+            if self.board.seq == before:
+                return  # nothing more to read (an unreadable journal says so on the page)
 
     async def poll(self) -> Update:
         """Read and fold new events, read the lag when due, push what changed."""

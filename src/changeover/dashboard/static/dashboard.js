@@ -435,6 +435,10 @@
     const s = state.sections;
     const alerts = [];
     if (s.health && s.health.journal_error) alerts.push(["", s.health.journal_error]);
+    const unreadable = (s.health && s.health.unreadable) || [];
+    if (unreadable.length) {
+      alerts.push(["warn", `${unreadable.length} journal event(s) cannot be shown here; the latest: ${unreadable[unreadable.length - 1]}`]);
+    }
     const rollout = s.rollout;
     if (rollout && ["watching", "awaiting-approval"].includes(rollout.status) && rollout.last_heartbeat) {
       const age = (serverNow() - new Date(rollout.last_heartbeat).getTime()) / 1000;
