@@ -509,6 +509,7 @@ def demo(json_: bool, workdir: Path | None, fault: str | None) -> None:
 
 from changeover.cli_dashboard import dashboard  # noqa: E402
 from changeover.cli_documents import runbook as runbook_document  # noqa: E402
+from changeover.cli_drill import drill  # noqa: E402
 from changeover.cli_export import export  # noqa: E402
 from changeover.cli_loadtest import loadtest  # noqa: E402
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
@@ -521,6 +522,7 @@ cli.add_command(approve)
 cli.add_command(rollback)
 cli.add_command(signal)
 cli.add_command(loadtest)
+cli.add_command(drill)
 cli.add_command(export)
 cli.add_command(runbook_document)
 cli.add_command(dashboard)
