@@ -27,6 +27,8 @@ class Cache:
         self.client = client
         self.prefix = f"changeover-demo:{schema}:"
         self.ttl = ttl
+        # A fault the demo can switch on (/admin/faults): a cache that forgets to invalidate.
+        self.skip_invalidation = False
         self.hits = Counter("app_cache_hits", "Answers served from Redis.", registry=registry)
         self.misses = Counter(
             "app_cache_misses", "Cacheable reads that went to PostgreSQL.", registry=registry
@@ -59,6 +61,8 @@ class Cache:
             log.warning("cache write failed: %s", exc)
 
     async def invalidate(self, *keys: str) -> None:
+        if self.skip_invalidation:
+            return  # the demo's staged fault: writes leave their cached answers stale
         try:
             await self.client.delete(*keys)
         except RedisError as exc:

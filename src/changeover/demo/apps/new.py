@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -53,6 +54,7 @@ from changeover.demo.apps.common import (
     dumps,
     health_reply,
     item_json,
+    json_object,
     json_reply,
     match_route,
     metrics_reply,
@@ -142,8 +144,19 @@ class NewApp:
 
     async def answer(self, route: Route, call: Call) -> Reply:
         if route.kind == "admin":
-            return admin_reply(route, call, self.faults)
+            return self.admin(route, call)
         return await self.handlers[route.name](call)
+
+    def admin(self, route: Route, call: Call) -> Reply:
+        """The shared fault switch, plus this app's own: ``skip_invalidation`` (the cache)."""
+        if route.name != "set_faults":
+            return admin_reply(route, call, self.faults)
+        skip = json_object(call.body).get("skip_invalidation", False)
+        if not isinstance(skip, bool):
+            raise ApiError(400, "'skip_invalidation' must be true or false")
+        reply = admin_reply(route, call, self.faults)  # validates the rest first
+        self.cache.skip_invalidation = skip
+        return json_reply(200, {**json.loads(reply.body), "skip_invalidation": skip})
 
     # --- ops -------------------------------------------------------------------------------
 
