@@ -507,6 +507,7 @@ def demo(json_: bool, workdir: Path | None, fault: str | None) -> None:
     sys.exit(run_demo(out, json_output=json_, workdir=workdir, fault=fault))
 
 
+from changeover.cli_advise import advise  # noqa: E402
 from changeover.cli_dashboard import dashboard  # noqa: E402
 from changeover.cli_documents import runbook as runbook_document  # noqa: E402
 from changeover.cli_drill import drill  # noqa: E402
@@ -528,6 +529,7 @@ cli.add_command(runbook_document)
 cli.add_command(dashboard)
 cli.add_command(watch)
 cli.add_command(stability)
+cli.add_command(advise)
 
 
 def main(argv: list[str] | None = None) -> int:
