@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -133,7 +134,9 @@ def night(tmp_path_factory: pytest.TempPathFactory, pg_primary: PostgresServer) 
     previous = os.environ.get(PG_ENV)
     os.environ[PG_ENV] = pg_url
     try:
-        plan = asyncio.run(_run_night(workdir))
+        # Its own thread: Playwright's sync API may already run an event loop in this one.
+        with ThreadPoolExecutor(1) as pool:
+            plan = pool.submit(lambda: asyncio.run(_run_night(workdir))).result()
         yield Night(plan, workdir)
     finally:
         if previous is None:

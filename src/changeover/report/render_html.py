@@ -94,9 +94,9 @@ figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radi
          padding: 8px; }
 figcaption { font-weight: 600; font-size: .9rem; margin-bottom: 4px; }
 svg.chart { width: 100%; height: auto; display: block; }
-svg .tick, svg .unit { font-size: 11px; fill: #4b5563; }
-svg .legend { font-size: 12px; fill: #111827; }
-svg .mark-label { font-size: 10px; }
+svg .tick, svg .unit { font-size: 12px; fill: #4b5563; }
+svg .legend { font-size: 13px; fill: #111827; }
+svg .mark-label { font-size: 11px; }
 svg .empty { font-size: 13px; fill: var(--muted); }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
 table { border-collapse: collapse; width: 100%; background: #fff; font-size: .9rem; }
