@@ -105,10 +105,11 @@ def revoke_write(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def decommission(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``decommission-<system>.ics``: the steps dated from ``cutover`` (default: now)."""
+    """Write ``decommission-<system>.ics``: the steps dated from ``cutover`` (default: the
+    plan's ``cutover_at``)."""
     system = str(params.get("system", "legacy"))
     now = datetime.now(UTC)
-    cutover = parse_cutover(params.get("cutover"), now)
+    cutover = parse_cutover(params.get("cutover"), runbook.plan.cutover_at)
     steps = parse_steps(params.get("steps"), system)
     text = render_ics(steps, cutover=cutover, now=now, uid_seed=f"{runbook.plan.name}\0{system}")
     folder = output_dir(runbook, params)
