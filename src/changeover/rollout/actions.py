@@ -50,6 +50,8 @@ AUTOMATED = frozenset(
         "archive.sqlite",
         "revoke-write",
         "decommission",
+        "drill.failover",
+        "drill.rollback",
     }
 )
 # migrate.sync is done when the follower is this close to the SQLite changelog's head.
@@ -89,6 +91,10 @@ async def run(
         return await advise_step(runbook, params)
     if name in ("archive.logs", "archive.sqlite", "revoke-write", "decommission"):
         return await asyncio.to_thread(_cleanup, name, params, runbook)
+    if name in ("drill.failover", "drill.rollback"):
+        from changeover.drills import drill_action
+
+        return await drill_action(name, dict(params), runbook, router)
     raise UsageError(f"action {name!r} is not automated by changeover run")
 
 
