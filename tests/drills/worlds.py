@@ -188,3 +188,48 @@ def failover_world(
             finally:
                 stop_instances(urls)
                 stop_process(proxy)
+
+
+@contextlib.contextmanager
+def rollback_world(
+    workdir: Path, pg_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[World]:
+    """The demo's world in small, on this test's database: legacy on SQLite (copied with change
+    capture into PostgreSQL), new-1 and new-2 deployed, the demo's proxy with all on legacy."""
+    from changeover.demo.plan import PROXY_TOKEN_ENV, Ports, demo_plan
+    from changeover.demo.world import start_legacy
+    from changeover.demo.world import start_proxy as start_demo_proxy
+    from changeover.rollout.actions import migrate_copy, state_dir
+
+    (workdir / "logs").mkdir(parents=True)
+    _secrets(workdir)
+    seed_legacy_db(workdir / "legacy.db", 200)
+    for name, value in {
+        "PG_URL": pg_url,
+        "REDIS_URL": redis_url,
+        "CHANGEOVER_DEMO_PG_URL": pg_url,
+        "CHANGEOVER_DEMO_REDIS_URL": redis_url,
+        PROXY_TOKEN_ENV: "drill-proxy-token-0123456789",
+    }.items():
+        monkeypatch.setenv(name, value)
+    ports = Ports(free_port(), (free_port(), free_port(), free_port()), free_port(), free_port())
+    plan = write_plan(workdir, demo_plan(workdir, ports))
+    urls = {f"new-{n}": f"http://127.0.0.1:{port}" for n, port in enumerate(ports.new[:2], 1)}
+    legacy = start_legacy(workdir, workdir / "legacy.db", ports.legacy)
+    proxy: subprocess.Popen[bytes] | None = None
+    try:
+        proxy = start_demo_proxy(workdir, ports)
+        with Runbook.open(plan) as runbook:
+            migrate_copy(runbook, {})
+            folder = state_dir(runbook)
+        deploy_all(plan, list(urls))
+        yield World(plan, urls, proxy, extra={"state_dir": folder, "legacy": legacy})
+    finally:
+        pid_file = folder / "sync.pid" if "folder" in locals() else None
+        if pid_file is not None and pid_file.exists():
+            with contextlib.suppress(ValueError):
+                stop_pid(int(pid_file.read_text().strip()))
+        stop_instances(urls)
+        if proxy is not None:
+            stop_process(proxy)
+        stop_process(legacy)
