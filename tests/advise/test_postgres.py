@@ -34,7 +34,6 @@ def flush_stats(conn: psycopg.Connection) -> None:
 def stage_problems(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        conn.execute("SELECT pg_stat_statements_reset()")
         conn.execute("CREATE TABLE orders (id bigint, customer int, note text)")
         conn.execute("INSERT INTO orders SELECT g, g % 100, 'n' FROM generate_series(1, 5000) g")
         conn.execute("CREATE TABLE customers (id int PRIMARY KEY, email text)")
