@@ -158,12 +158,12 @@ def test_the_phase_says_who_decides_and_the_gates_their_conditions(tmp_path: Pat
     ) in health
 
 
-def test_an_http_check_on_an_app_without_a_url_is_flagged(tmp_path: Path) -> None:
+def test_an_http_check_on_an_instance_gets_that_instance_url_by_hand(tmp_path: Path) -> None:
+    # (an app without a url of its own checked without an instance is a plan error now)
     text = runbook_markdown(default_plan(), tmp_path / "changeover.yaml")
     block = _step_block(text, "rollback-major-features")
-    assert "new has no url of its own" in block
-    for port in ("8101", "8102", "8103"):
-        assert f"http://127.0.0.1:{port}}}/healthz" in block
+    assert "has no url of its own" not in block
+    assert "http://127.0.0.1:8101}/healthz" in block
 
 
 # --- rollback ----------------------------------------------------------------------------------
