@@ -32,9 +32,16 @@ ACTIONS: dict[str, ActionKind] = {
         ActionKind("migrate.handoff", "move the write owner with zero loss", "migrate"),
         ActionKind("loadtest", "open-model load test against a target rate", "loadgen"),
         ActionKind(
-            "drill.failover", "kill a new-app instance under load, expect no errors", "drills"
+            "drill.failover",
+            "stop a new-app instance under load (ejected, errors within budget), then promote "
+            "the PostgreSQL replica and see the app write again",
+            "drills",
         ),
-        ActionKind("drill.rollback", "full rollback rehearsal, verify nothing lost", "drills"),
+        ActionKind(
+            "drill.rollback",
+            "cut over under load, roll back, verify every row and acknowledged write",
+            "drills",
+        ),
         ActionKind("watch", "post-cutover checks on the seed's schedule", "watch"),
         ActionKind("advise", "slow queries, indexes, pool size, TTL advice", "watch"),
         ActionKind("report", "write the cutover report", "report"),
