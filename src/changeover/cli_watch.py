@@ -26,7 +26,7 @@ from changeover.cli_common import CONTEXT, err, json_option, out, plan_option, p
     type=float,
     default=None,
     help="Run the schedule this many times faster (3600: an hour per second), from the last "
-    "round done; for demos and tests.",
+    "round done, every round in turn; for demos and tests.",
 )
 @json_option
 @click.pass_context
@@ -71,6 +71,7 @@ def watch(ctx: click.Context, plan: Path, once: bool, compress: float | None, js
             clock,
             notifier,
             log=None if json_ else (lambda line: err.print(line, markup=False)),
+            catch_up=compress is not None,
         )
         result = asyncio.run(_run(daemon, notifier, once))
     if json_:

@@ -158,3 +158,19 @@ def test_stability_after_a_real_watch_run_and_a_measured_load(
     assert code == 1
     loads = [e.payload for e in events(tmp_path, "loadtest.result")]
     assert [(p["system"], p["rate"]) for p in loads] == [("legacy", 50.0), ("new", 50.0)]
+
+
+def test_a_health_probe_inside_a_feature_step_counts_for_uptime_alone(tmp_path: Path) -> None:
+    from changeover.plan.default import default_plan
+
+    step = {  # the default plan's all-features-working: /healthz, then /api/v1/items
+        "step": "all-features-working",
+        "status": "fail",
+        "required": True,
+        "probes": [{"probe": "http", "status": "pass"}, {"probe": "http", "status": "fail"}],
+    }
+    with open_journal(None, tmp_path) as journal:
+        journal.append("check.result", step)
+        verdict = judge(default_plan(), journal.events())
+    assert verdict.part("uptime").numbers == {"uptime": 1.0, "checks": 1}
+    assert verdict.part("synthetic checks").numbers["failing"] == ["all-features-working"]

@@ -5,7 +5,8 @@ through ``Runbook.check``, journals ``watch.round`` and, when a required step fa
 ``watch.alert`` to the first alert role. An alert nobody acknowledges (``changeover watch ack``)
 within ``escalate_after`` goes to the next role, and so on. On restart the journal says which
 rounds are done: the daemon runs only the newest round due (naming the ones it missed) and never
-repeats one. ``stop()`` (SIGTERM) ends it between rounds; a round in progress is finished.
+repeats one (with ``catch_up``, for compressed time, it runs each due round in turn instead).
+``stop()`` (SIGTERM) ends it between rounds; a round in progress is finished.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class WatchDaemon:
         *,
         check: Check | None = None,
         log: Log | None = None,
+        catch_up: bool = False,
     ) -> None:
         self.runbook = runbook
         self.journal = runbook.journal
@@ -103,6 +105,9 @@ class WatchDaemon:
         self.notifier = notifier
         self._check = check or (lambda stages: runbook.check(stage_ids=stages))
         self._log = log or (lambda line: None)
+        # In compressed time a slow round overruns the next one; running each in turn keeps a
+        # demo's schedule whole. In real time only the newest round due is worth running.
+        self.catch_up = catch_up
         self._stop = asyncio.Event()
         self._stop_reason: str | None = None
         self.state = WatchState.from_events(self.journal.events(kinds=KINDS))
@@ -158,8 +163,11 @@ class WatchDaemon:
     def _due_round(self) -> datetime | None:
         if self._stop.is_set():
             return None
-        latest = self.schedule.latest_due(self.clock.now())
-        last = self.state.last_done
+        now, last = self.clock.now(), self.state.last_done
+        if self.catch_up:
+            following = next(self.schedule.times(after=last), None)
+            return following if following is not None and following <= now else None
+        latest = self.schedule.latest_due(now)
         if latest is None or (last is not None and latest <= last):
             return None
         return latest

@@ -1,6 +1,6 @@
 """The stability verdict after the cutover (pure): what the journal measured, part by part.
 
-Uptime is the share of health-check results that passed (the watch rounds journal them);
+Uptime is the share of health probes (HTTP to a health path) that passed, in any check step;
 error rate and latency come from the rollout's ``rollout.sample`` events for the new app;
 data from the newest ``migrate.verify`` outcome; synthetic checks from the newest result of
 every other check step; the new-vs-legacy ratio from ``loadtest.result`` events (the same load
@@ -86,14 +86,14 @@ def judge(
     done = [e for e in everything if e.kind == DONE]
     since = done[-1].time if done else None
     period = [e for e in everything if since is None or e.time >= since]
-    health_steps = _health_steps(plan)
+    health = _health_probes(plan)
     results = [e for e in period if e.kind == CHECK_RESULT and "step" in e.payload]
     parts = (
-        uptime(r for r in results if r.payload["step"] in health_steps),
+        uptime(_health_statuses(results, health)),
         error_rate(period, new),
         latency(period, new),
         data(everything),
-        synthetic(r for r in results if r.payload["step"] not in health_steps),
+        synthetic(r for r in results if not _only_health(r, health)),
         watch_rounds(period),
         performance(everything, new=new, legacy=legacy),
     )
@@ -101,14 +101,33 @@ def judge(
     return Stability(since, until, parts)
 
 
-def _health_steps(plan: Plan) -> set[str]:
-    """Check steps whose every probe is an HTTP request to a system's health path."""
-    steps = set()
-    for step in plan.all_steps():
-        calls = step.checks
-        if calls and all(_is_health(plan, call.probe, call.params) for call in calls):
-            steps.add(step.id)
-    return steps
+def _health_probes(plan: Plan) -> dict[str, list[bool]]:
+    """Per check step, which of its probes (in order) is an HTTP request to a health path."""
+    return {
+        step.id: [_is_health(plan, call.probe, call.params) for call in step.checks]
+        for step in plan.all_steps()
+        if any(_is_health(plan, call.probe, call.params) for call in step.checks)
+    }
+
+
+def _health_statuses(results: Iterable[Event], health: dict[str, list[bool]]) -> list[object]:
+    """The status of every health probe run: a step's result lists its probes in plan order."""
+    statuses: list[object] = []
+    for event in results:
+        flags = health.get(event.payload["step"], [])
+        probes = event.payload.get("probes") or []
+        if len(probes) != len(flags):  # the plan changed since: the step's verdict stands in
+            statuses += [event.payload.get("status")] if any(flags) else []
+            continue
+        statuses += [
+            p.get("status") for p, is_health in zip(probes, flags, strict=True) if is_health
+        ]
+    return statuses
+
+
+def _only_health(event: Event, health: dict[str, list[bool]]) -> bool:
+    flags = health.get(event.payload["step"])
+    return flags is not None and all(flags)
 
 
 def _is_health(plan: Plan, probe: str, params: dict[str, Any]) -> bool:
@@ -120,8 +139,9 @@ def _is_health(plan: Plan, probe: str, params: dict[str, Any]) -> bool:
     return path == health or path.rstrip("/").endswith(("/healthz", "/health"))
 
 
-def uptime(results: Iterable[Event]) -> Part:
-    statuses = [_ok(e.payload.get("status")) for e in results]
+def uptime(results: Iterable[object]) -> Part:
+    """The share of health probes that passed, from their statuses ("pass", "fail", ...)."""
+    statuses = [_ok(status) for status in results]
     if not statuses:
         return Part("uptime", Met.NOT_MEASURED, "no health-check results in the journal")
     share = sum(statuses) / len(statuses)
