@@ -184,3 +184,31 @@ def test_stop_ends_the_loop_before_the_next_round(tmp_path: Path) -> None:
         assert kinds(runbook, "watch.stopped") == [
             {"reason": "SIGTERM", "next_due": (ANCHOR + 3 * HOUR).isoformat()}
         ]
+
+
+def test_real_time_runs_the_newest_round_due_and_compressed_time_catches_up_each(
+    tmp_path: Path,
+) -> None:
+    def healthy(stages: Sequence[str]) -> list[StepOutcome]:
+        return []
+
+    with Runbook.open(write_plan(tmp_path, "{every: 1h, until: 4h}")) as runbook:
+        settings = watch_settings(runbook.plan)
+        schedule = Schedule(settings.rules, ANCHOR)
+        late = JumpingClock(ANCHOR + 2 * HOUR + timedelta(minutes=5))
+        real = WatchDaemon(runbook, settings, schedule, late, Sender(), check=healthy)
+        asyncio.run(real.run(once=True))
+        rounds = kinds(runbook, "watch.round")
+        assert [(r["due"], r["missed"]) for r in rounds] == [
+            ((ANCHOR + 2 * HOUR).isoformat(), [ANCHOR.isoformat(), (ANCHOR + HOUR).isoformat()])
+        ]
+    (tmp_path / "c").mkdir()
+    with Runbook.open(write_plan(tmp_path / "c", "{every: 1h, until: 4h}")) as runbook:
+        late = JumpingClock(ANCHOR + 2 * HOUR + timedelta(minutes=5))
+        compressed = WatchDaemon(
+            runbook, settings, schedule, late, Sender(), check=healthy, catch_up=True
+        )
+        asyncio.run(compressed.run())
+        rounds = kinds(runbook, "watch.round")
+        assert [r["due"] for r in rounds] == [(ANCHOR + h * HOUR).isoformat() for h in range(4)]
+        assert all(r["missed"] == [] for r in rounds)
