@@ -514,7 +514,7 @@ from changeover.cli_drill import drill  # noqa: E402
 from changeover.cli_export import export  # noqa: E402
 from changeover.cli_loadtest import loadtest  # noqa: E402
 from changeover.cli_migrate import migrate  # noqa: E402  (registered after cli exists)
-from changeover.cli_rollout import approve, rollback, run, signal  # noqa: E402
+from changeover.cli_rollout import approve, do, rollback, run, signal  # noqa: E402
 from changeover.cli_watch import stability, watch  # noqa: E402
 
 cli.add_command(migrate)
@@ -522,6 +522,7 @@ cli.add_command(run)
 cli.add_command(approve)
 cli.add_command(rollback)
 cli.add_command(signal)
+cli.add_command(do)
 cli.add_command(loadtest)
 cli.add_command(drill)
 cli.add_command(export)

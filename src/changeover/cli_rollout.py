@@ -147,3 +147,92 @@ def signal(metric: str, reason: str, by: str, of: str | None, plan: Path) -> Non
             "on it — use 'changeover rollback --reason ...' to roll back",
             markup=False,
         )
+
+
+@click.command("do")
+@click.argument("step_id", metavar="STEP")
+@click.option("--by", required=True, help="Who runs it (journaled).")
+@click.option("--again", is_flag=True, help="Run it again although it succeeded before.")
+@plan_option
+@json_option
+def do(step_id: str, by: str, again: bool, plan: Path, json_: bool) -> None:
+    """Run one action step now (outside the traffic phases): advise, archive, decommission, ...
+
+    Journaled before and after like the controller's actions; a step that already succeeded is
+    not repeated without --again. Steps inside a traffic phase belong to 'changeover run'.
+    Exit 0 done, 1 the action failed, 2 not an action step here.
+
+    Example: changeover do archive-logs --by alice
+    """
+    from changeover.engine.runbook import Runbook
+    from changeover.errors import ChangeoverError, UsageError
+    from changeover.journal import ACTION_INTENT, ACTION_OUTCOME
+    from changeover.rollout import actions
+
+    with Runbook.open(plan) as runbook:
+        try:
+            step = runbook.plan.step(step_id)
+        except KeyError:
+            from changeover.plan.model import suggest
+
+            ids = [s.id for s in runbook.plan.all_steps()]
+            raise UsageError(f"unknown step {step_id!r}{suggest(step_id, ids)}") from None
+        stage = next((s for s in runbook.plan.stages if step in s.steps()), None)
+        if step.action is None:
+            raise UsageError(f"step {step_id!r} has no action (it is checked or signed off)")
+        if stage is not None and stage.phase is not None:
+            raise UsageError(
+                f"step {step_id!r} is part of the traffic phase {stage.id!r}: 'changeover run' "
+                "runs it, in order, with the phase's gates watching"
+            )
+        name, params = step.action.action, step.action.params
+        if name not in actions.AUTOMATED or name == "route":
+            raise UsageError(
+                f"changeover cannot run {name!r} by itself: do it by hand, then "
+                f"'changeover signoff {step_id} --by NAME'"
+            )
+        before = [
+            e
+            for e in runbook.journal.events(kinds=[ACTION_OUTCOME])
+            if e.payload.get("step") == step_id and e.payload.get("ok")
+        ]
+        if before and not again:
+            raise UsageError(
+                f"step {step_id!r} already succeeded ({before[-1].ts}); --again runs it again"
+            )
+        payload = {"step": step_id, "action": name}
+        runbook.journal.append(ACTION_INTENT, payload, actor=by)
+        try:
+            detail = asyncio.run(_do(runbook, name, params))
+        except (actions.ActionFailed, ChangeoverError) as exc:
+            failed = {**payload, "ok": False, "error": str(exc)}
+            runbook.journal.append(ACTION_OUTCOME, failed, actor=by)
+            if json_:
+                _print_json({"step": step_id, "ok": False, "error": str(exc)})
+            else:
+                err.print(f"{step_id}: {name} failed: {exc}", markup=False)
+            sys.exit(1)
+        runbook.journal.append(ACTION_OUTCOME, {**payload, "ok": True, "detail": detail}, actor=by)
+    if json_:
+        _print_json({"step": step_id, "ok": True, "detail": detail})
+    else:
+        out.print(f"{step_id}: {name} done", markup=False)
+        for key, value in (detail or {}).items():
+            out.print(f"  {key}: {value}", markup=False)
+
+
+async def _do(runbook: Any, name: str, params: Any) -> Any:
+    """One action with the plan's router open (None for a plan without one) and closed after."""
+    from changeover.errors import UsageError
+    from changeover.rollout import actions
+    from changeover.traffic.route import open_plan_router
+
+    try:
+        _, router = open_plan_router(runbook)
+    except UsageError:  # no router in the plan: an action that needs one says so
+        router = None
+    try:
+        return await actions.run(name, params, runbook, router)  # type: ignore[arg-type]
+    finally:
+        if router is not None:
+            await router.close()

@@ -35,3 +35,28 @@ def test_rollback_journals_the_request_with_mode_reason_and_who(tmp_path: Path) 
         event = runbook.journal.latest(ROLLBACK_REQUESTED)
         assert event is not None and event.actor == "bob"
         assert event.payload == {"mode": "graceful", "reason": "p95 creeping"}
+
+
+def test_do_runs_a_post_cutover_action_once_journaled_and_refuses_phase_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["init", str(tmp_path)]) == 0
+    plan = str(tmp_path / "changeover.yaml")
+    capsys.readouterr()
+    assert main(["do", "schedule-decommission", "--by", "alice", "--plan", plan]) == 0
+    assert "schedule-decommission: decommission done" in capsys.readouterr().out
+    assert list((tmp_path / ".changeover").rglob("decommission-legacy.ics"))
+    with Runbook.open(plan) as runbook:
+        outcome = runbook.journal.latest("action.outcome", step="schedule-decommission")
+        assert outcome is not None and outcome.actor == "alice" and outcome.payload["ok"]
+    # done is done: not repeated without --again
+    assert main(["do", "schedule-decommission", "--by", "alice", "--plan", plan]) == 2
+    assert "already succeeded" in capsys.readouterr().err
+    assert main(["do", "schedule-decommission", "--by", "bob", "--again", "--plan", plan]) == 0
+    # a traffic phase's action belongs to 'changeover run'; a check step has no action
+    assert main(["do", "full-legacy-readonly", "--by", "alice", "--plan", plan]) == 2
+    assert "changeover run" in capsys.readouterr().err
+    assert main(["do", "canary-systems-operational", "--by", "alice", "--plan", plan]) == 2
+    assert "has no action" in capsys.readouterr().err
+    assert main(["do", "schedule-decomission", "--by", "alice", "--plan", plan]) == 2
+    assert "did you mean 'schedule-decommission'" in capsys.readouterr().err
