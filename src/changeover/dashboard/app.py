@@ -129,9 +129,10 @@ def build_app(ctx: Context) -> _HostCheck:
 
     async def events(request: Request) -> Response:
         _need_read(ctx, request)
-        queue, snapshot = await ctx.feed.subscribe()
 
         async def stream() -> AsyncIterator[str]:
+            # Subscribed here, not before: a page gone before its stream began leaves nothing.
+            queue, snapshot = await ctx.feed.subscribe()
             try:
                 yield f"retry: {RETRY_MS}\n\n"
                 yield _sse("snapshot", snapshot)
