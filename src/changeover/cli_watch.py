@@ -64,6 +64,11 @@ def watch(ctx: click.Context, plan: Path, once: bool, compress: float | None, js
             markup=False,
         )
         notifier = notifier_for(runbook.plan, runbook.journal, base_dir=runbook.loaded.base_dir)
+        if not notifier.channels:
+            err.print(
+                "warning: the plan has no notify channels: alerts go to the journal only",
+                markup=False,
+            )
         daemon = WatchDaemon(
             runbook,
             settings,

@@ -212,7 +212,8 @@ class WatchDaemon:
         verdict = "FAILED " + ", ".join(failed) if failed else "all passed"
         if summary.get("error"):
             verdict = f"could not run: {summary['error']}"
-        self._log(f"round due {_iso(due)}: {summary['steps']} steps, {verdict}")
+        steps = summary["steps"]
+        self._log(f"round due {_iso(due)}: {steps} step{'' if steps == 1 else 's'}, {verdict}")
         if failed or summary.get("error"):
             await self._raise_alert(due, summary, result)
 
@@ -236,6 +237,7 @@ class WatchDaemon:
         if summary.get("error"):
             lines.append(f"the checks could not run: {summary['error']}")
         title = f"Post-cutover watch: round {_iso(due)} failed ({len(lines)} problem(s))"
+        self._log(f"alert {alert_id} raised for {role or 'the channels'}: {', '.join(failed)}")
         await self._notify(alert_id, role, title, lines, level=0)
 
     async def _escalate_due(self, result: WatchResult) -> None:
