@@ -131,3 +131,25 @@ def test_the_plan_action_runs_the_drill_and_refuses_an_unknown_instance(tmp_path
 
     with pytest.raises(UsageError, match="new has no instance 'b' \\(instances: a\\)"):
         asyncio.run(go())
+
+
+def test_the_table_shows_each_step_number_and_reason() -> None:
+    from rich.console import Console
+
+    from changeover.drills.result import DrillResult, Step, render
+
+    result = DrillResult(
+        "failover",
+        False,
+        {"ejected_after_s": 0.512, "errors": 3},
+        ["3 of 100 requests failed (3.000 %) while the instance was down"],
+        ["rebuild the old primary"],
+        [Step("instance-stopped", True, 0.4, {"how": "pid 7 exited"})],
+    )
+    console = Console(record=True, width=200)
+    console.print(render(result))
+    text = console.export_text()
+    assert "drill failover: FAILED" in text
+    assert "instance-stopped" in text and "how=pid 7 exited" in text
+    assert "ejected_after_s" in text and "0.512" in text
+    assert "3 of 100 requests failed" in text and "rebuild the old primary" in text
