@@ -309,6 +309,7 @@ class Controller:
                     verdict = _unjudged(step.id, gate, observed, exc)
                 verdicts.append(verdict)
             fired: list[Verdict] = []
+            watched: list[Verdict] = []  # every trigger's verdict, fired or not, for the charts
             for key, observation in now.items():
                 history.setdefault(key, deque()).append((observed, observation))
                 while history[key][0][0] < observed - HISTORY_S:
@@ -330,6 +331,7 @@ class Controller:
                         )
                     except (ValueError, ArithmeticError) as exc:
                         verdict = _unjudged(step.id, gate, observed, exc)
+                    watched.append(verdict)
                     if verdict.failed:
                         fired.append(verdict)
             for verdict in verdicts + fired:
@@ -338,7 +340,8 @@ class Controller:
                     self._log(VERDICT, {"phase": stage.id, "verdict": verdict.to_json()})
             if tick - sampled_at >= self.sample_s:
                 since = tick - sampled_at
-                sampled = await self._sample(stage.id, observed, sampled, since, verdicts)
+                shown = verdicts + watched
+                sampled = await self._sample(stage.id, observed, sampled, since, shown)
                 sampled_at = tick
             failing = fired + [v for v in verdicts if v.failed]
             # A failed phase gate rolls back gracefully — after a short grace in which an
