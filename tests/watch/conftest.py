@@ -23,11 +23,14 @@ from notify.conftest import Receiver, receiver  # noqa: F401  (the fixture, shar
 
 @dataclass
 class Stub:
-    """An app answering /healthz and /api/feature; ``broken`` makes the feature answer 500."""
+    """An app answering /healthz and /api/feature; ``broken`` makes the feature answer 500
+    (from the start, or once it answered ``break_after`` feature requests)."""
 
     name: str
     port: int = 0
     broken: bool = False
+    break_after: int | None = None  # answer this many feature requests, then break
+    feature_hits: int = 0
 
     @property
     def url(self) -> str:
@@ -41,6 +44,10 @@ def serve(stub: Stub) -> Iterator[Stub]:
 
         def do_GET(self) -> None:
             status = 200
+            if self.path.startswith("/api/feature"):
+                stub.feature_hits += 1
+                if stub.break_after is not None and stub.feature_hits > stub.break_after:
+                    stub.broken = True
             if self.path.startswith("/api/feature") and stub.broken:
                 status = 500
             elif not self.path.startswith(("/healthz", "/api/feature")):
