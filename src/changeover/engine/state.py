@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from changeover.actions import ACTIONS
+from changeover.engine.gatecheck import checkable
 from changeover.journal import CHECK_RESULT, NOTE, SIGNOFF
 from changeover.plan.model import Plan, Stage, Step
 
@@ -185,7 +186,7 @@ def project(plan: Plan, events: Iterable[Any], now: datetime) -> RunbookState:
     states = []
     for _, stage, step in plan.located_steps():
         last = results.get(step.id)
-        state = _state(step, last[1] if last else None, bool(signoffs.get(step.id)))
+        state = _state(step, stage, last[1] if last else None, bool(signoffs.get(step.id)))
         opens_at = due_at = None
         if stage is not None and stage.window is not None:
             opens_at = plan.cutover_at + stage.window.opens
@@ -207,10 +208,11 @@ def project(plan: Plan, events: Iterable[Any], now: datetime) -> RunbookState:
     return RunbookState(plan, now, states, notes, count)
 
 
-def _state(step: Step, last: dict[str, Any] | None, signed: bool) -> State:
+def _state(step: Step, stage: Stage | None, last: dict[str, Any] | None, signed: bool) -> State:
     if signed:
         return State.DONE
-    if step.kind == "check":
+    # a gate outside a traffic phase is checked like a probe (``engine.gatecheck``)
+    if step.kind == "check" or checkable(stage, step):
         if last is None:
             return State.PENDING
         return State.DONE if last.get("status") in ("pass", "warn") else State.FAILED

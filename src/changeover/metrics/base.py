@@ -27,6 +27,9 @@ class Observation:
     histogram: tuple[tuple[float, int], ...] | None = None
     unit: str | None = None
     unavailable: str | None = None  # why this could not be read; every other field is None
+    # what the number alone does not say, shown as a verdict's evidence: the statements behind
+    # a queries-per-request figure, who holds the connections, ...
+    detail: str | None = None
 
     @classmethod
     def missing(cls, metric: str, of: str | None, at: float, reason: str) -> Observation:

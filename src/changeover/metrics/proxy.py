@@ -30,16 +30,19 @@ CODE_RATIOS: Mapping[str, tuple[int, ...]] = {
 }
 #: metrics read from the latency histogram: all three are the same since-start histogram
 HISTOGRAMS = frozenset({"latency", "latency_p95", "latency_stable"})
-# "in_flight" is not "stuck_requests": at any rate some requests are always in flight, and the
-# proxy does not know their ages; stuck requests are PostgreSQL's long-running queries.
-SERVED = frozenset({"error_rate", "requests", "in_flight", *CODE_RATIOS, *HISTOGRAMS})
+# "in_flight" is not a sign of stuck requests: at any rate some requests are always in flight.
+# The age of the oldest one is: "oldest_in_flight_s" (PostgreSQL's stuck_requests are queries).
+SERVED = frozenset(
+    {"error_rate", "requests", "in_flight", "oldest_in_flight_s", *CODE_RATIOS, *HISTOGRAMS}
+)
 
 _REQUESTS = "changeover_proxy_requests_total"
 _RESPONSES = "changeover_proxy_responses_total"
 _UNANSWERED = "changeover_proxy_unanswered_total"
 _IN_FLIGHT = "changeover_proxy_in_flight"
+_OLDEST = "changeover_proxy_oldest_in_flight_seconds"
 _BUCKET = "changeover_proxy_request_duration_seconds_bucket"
-_SAMPLES = frozenset({_REQUESTS, _RESPONSES, _UNANSWERED, _IN_FLIGHT, _BUCKET})
+_SAMPLES = frozenset({_REQUESTS, _RESPONSES, _UNANSWERED, _IN_FLIGHT, _OLDEST, _BUCKET})
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Backend:
     unanswered: int | None = None
     codes: dict[int, int] = field(default_factory=dict)  # notable status → answers
     in_flight: int = 0
+    # the oldest of its instances' requests in flight; None from a proxy without the gauge
+    oldest_in_flight_s: float | None = None
     buckets: dict[float, int] = field(default_factory=dict)  # upper bound → cumulative count
 
     @property
@@ -86,6 +91,8 @@ def parse_exposition(text: str) -> dict[str, Backend]:
                 entry.unanswered = (entry.unanswered or 0) + count
             elif sample.name == _IN_FLIGHT:
                 entry.in_flight += count
+            elif sample.name == _OLDEST:
+                entry.oldest_in_flight_s = max(entry.oldest_in_flight_s or 0.0, sample.value)
             else:
                 bound = float(sample.labels["le"])
                 entry.buckets[bound] = entry.buckets.get(bound, 0) + count
@@ -106,6 +113,19 @@ def observe(metric: str, of: str | None, at: float, backends: dict[str, Backend]
         )
     if metric == "in_flight":
         return Observation(metric, of, at, value=float(entry.in_flight), unit="requests")
+    if metric == "oldest_in_flight_s":
+        if entry.oldest_in_flight_s is None:
+            return Observation.missing(
+                metric, of, at, f"the proxy does not export {_OLDEST} (an older changeover?)"
+            )
+        return Observation(
+            metric,
+            of,
+            at,
+            value=entry.oldest_in_flight_s,
+            unit="s",
+            detail=f"requests in flight to {of}: {entry.in_flight}",
+        )
     if metric in HISTOGRAMS:
         histogram = tuple(sorted(entry.buckets.items()))
         if not histogram or not math.isinf(histogram[-1][0]):

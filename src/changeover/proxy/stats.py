@@ -1,13 +1,15 @@
 """The proxy's statistics: per backend and instance, over sliding windows, as JSON and Prometheus.
 
 ``ProxyStats`` is the core's ``Observer``. The hot path only increments counters (by status class
-and, for a few notable codes, by code) and records one value into the HDR histogram of the current
-one-second bucket of a 60-slot ring; windows and totals are merged when someone asks. A bucket
-leaving the ring is folded into the since-start totals, so no recorded count is ever dropped.
+and, for a few notable codes, by code), records one value into the HDR histogram of the current
+one-second bucket of a 60-slot ring, and keeps each request's start time while it is in flight
+(the age of the oldest tells of stuck requests); windows and totals are merged when someone asks.
+A bucket leaving the ring is folded into the since-start totals, so no recorded count is dropped.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -152,13 +154,42 @@ class _Bucket:
 class _Series:
     """One instance: a ring of one-second buckets, the folded past, and requests in flight."""
 
-    __slots__ = ("folded", "in_flight", "instance", "ring")
+    __slots__ = ("folded", "instance", "ring", "started")
 
     def __init__(self, instance: Instance) -> None:
         self.instance = instance
         self.ring: list[_Bucket] = [_Bucket(None) for _ in range(RING_SECONDS)]
         self.folded = _Bucket(None)
-        self.in_flight = 0
+        # Start times of the requests in flight, oldest first (the clock only moves forward).
+        self.started: list[float] = []
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.started)
+
+    def begin(self, now: float) -> None:
+        self.started.append(now)
+
+    def end(self, now: float, seconds: float) -> None:
+        """Forget the start time of the request that took ``seconds``.
+
+        The observer is not told which request ended, only how long it took: the start time
+        nearest ``now - seconds`` is the one to drop (the core's clock and ours differ by the
+        microseconds between two calls), so the oldest left is right to that precision.
+        """
+        started = self.started
+        if not started:
+            return
+        at = bisect.bisect_left(started, now - seconds)
+        if at == len(started) or (
+            at > 0 and (now - seconds) - started[at - 1] <= started[at] - (now - seconds)
+        ):
+            at -= 1
+        del started[at]
+
+    def oldest_s(self, now: float) -> float:
+        """Age of the oldest request in flight; 0 with none."""
+        return max(now - self.started[0], 0.0) if self.started else 0.0
 
     def bucket(self, second: int) -> _Bucket:
         slot = self.ring[second % RING_SECONDS]
@@ -189,6 +220,7 @@ class WindowStats:
     errors: dict[str, int]  # upstream failures by kind (the proxy answered 502/504 or retried)
     unanswered: int  # attempts that never reached the upstream (not in ``requests``)
     in_flight: int
+    oldest_in_flight_s: float  # age of the oldest request in flight now; 0 with none
     bytes_in: int  # request bytes received from clients
     bytes_out: int  # response bytes sent to clients
     covered_s: float  # how much time the window actually spans (shorter just after start)
@@ -225,12 +257,15 @@ class WindowStats:
             "upstream_errors": dict(self.errors),
             "error_rate": self.error_rate,
             "in_flight": self.in_flight,
+            "oldest_in_flight_s": round(self.oldest_in_flight_s, 3),
             "bytes": {"in": self.bytes_in, "out": self.bytes_out},
             "latency_s": dict(self.latency_s),
         }
 
 
-def _summarise(buckets: Iterable[_Bucket], in_flight: int, covered_s: float) -> WindowStats:
+def _summarise(
+    buckets: Iterable[_Bucket], in_flight: int, oldest_s: float, covered_s: float
+) -> WindowStats:
     total = _Bucket(None)
     for bucket in buckets:
         total.add(bucket)
@@ -250,6 +285,7 @@ def _summarise(buckets: Iterable[_Bucket], in_flight: int, covered_s: float) -> 
         errors=dict(sorted(total.errors.items())),
         unanswered=total.unanswered,
         in_flight=in_flight,
+        oldest_in_flight_s=oldest_s,
         bytes_in=total.bytes_in,
         bytes_out=total.bytes_out,
         covered_s=covered_s,
@@ -296,7 +332,7 @@ class ProxyStats:
 
     def request_started(self, instance: Instance) -> None:
         try:
-            self._get(instance).in_flight += 1
+            self._get(instance).begin(self._clock())
         except Exception:  # an observer must never break a request
             self._complain()
 
@@ -305,9 +341,9 @@ class ProxyStats:
     ) -> None:
         try:
             series = self._get(instance)
-            if series.in_flight > 0:
-                series.in_flight -= 1
-            bucket = series.bucket(int(self._clock()))
+            now = self._clock()
+            series.end(now, seconds)
+            bucket = series.bucket(int(now))
             bucket.codes[_status_index(status)] += 1
             notable = _NOTABLE_INDEX.get(status)
             if notable is not None:
@@ -379,7 +415,8 @@ class ProxyStats:
             if s.instance.backend == backend and (instance is None or s.instance.name == instance)
         ]
         buckets = (b for s in chosen for b in s.window(second, window_s))
-        return _summarise(buckets, sum(s.in_flight for s in chosen), covered)
+        oldest = max((s.oldest_s(now) for s in chosen), default=0.0)
+        return _summarise(buckets, sum(s.in_flight for s in chosen), oldest, covered)
 
     def snapshot(self, window_s: int | None = 10) -> dict[str, Any]:
         """Every backend and instance over one window, as JSON-able data."""
@@ -487,12 +524,18 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
         "Requests sent to the instance and not yet answered.",
         labels=["backend", "instance"],
     )
+    oldest = GaugeMetricFamily(
+        "changeover_proxy_oldest_in_flight_seconds",
+        "Age of the oldest request sent to the instance and not yet answered (0 with none).",
+        labels=["backend", "instance"],
+    )
     duration = HistogramMetricFamily(
         "changeover_proxy_request_duration_seconds",
         "Time from choosing the instance to the end of the response, since start "
         "(bucket counts taken from HDR histograms: 1 us to 60 s, 3 significant digits).",
         labels=["backend", "instance"],
     )
+    now = stats._clock()
     for series in stats._series.values():
         labels = [series.instance.backend, series.instance.name]
         total = _Bucket(None)
@@ -508,6 +551,7 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
         moved.add_metric([*labels, "in"], total.bytes_in)
         moved.add_metric([*labels, "out"], total.bytes_out)
         in_flight.add_metric(labels, series.in_flight)
+        oldest.add_metric(labels, round(series.oldest_s(now), 3))
         duration.add_metric(labels, _cumulative_buckets(total.latency), total.latency_sum)
     client = CounterMetricFamily(
         "changeover_proxy_client_errors",
@@ -530,6 +574,7 @@ def _export_counters(stats: ProxyStats) -> Iterator[Metric]:
         errors,
         moved,
         in_flight,
+        oldest,
         duration,
         client,
         mirrored,

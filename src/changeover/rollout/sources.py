@@ -6,7 +6,9 @@ each PostgreSQL, Redis and Prometheus system under its own name (a gate's ``sour
 one), then the migration's sync lag, then signals raised with ``changeover signal``. A system
 whose secret cannot be resolved is left out with a warning; gates that need it stay undecided
 and say "no source serves …". Gates with their own ``check:`` are read by the controller's
-``ChecksSource`` instead.
+``ChecksSource`` instead. Outside a traffic phase (``changeover check`` on a gate step) there
+is no open router: the plan's built-in proxy router system, if it has one, serves the proxy's
+metrics. PostgreSQL's statements per request count the HTTP requests the sources before it read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit
 
 from changeover.engine.runbook import Runbook
 from changeover.errors import ChangeoverError
-from changeover.metrics.base import MetricSource
+from changeover.metrics.base import MetricSource, Observation
 from changeover.metrics.process import ProcessMatch, ProcessSource
 from changeover.metrics.registry import Metrics
 from changeover.plan.systems import (
@@ -26,6 +28,7 @@ from changeover.plan.systems import (
     PostgresSystem,
     PrometheusSystem,
     RedisSystem,
+    RouterSystem,
     System,
 )
 from changeover.probes.base import ProbeContext
@@ -34,7 +37,8 @@ from changeover.traffic.router import Router
 log = logging.getLogger(__name__)
 
 
-def metrics_for(runbook: Runbook, router: Router) -> Metrics:
+def metrics_for(runbook: Runbook, router: Router | None = None) -> Metrics:
+    """The plan's metric sources; ``router`` is the open router of a rollout (None outside)."""
     from changeover.metrics.postgres import PostgresSource
     from changeover.metrics.prometheus import PrometheusSource
     from changeover.metrics.proxy import ProxySource
@@ -47,6 +51,15 @@ def metrics_for(runbook: Runbook, router: Router) -> Metrics:
     sources: list[MetricSource] = []
     if isinstance(router, BuiltinRouter):
         sources.append(ProxySource(router.admin, router.token))
+    elif router is None:
+        proxy = _builtin_proxy(ctx, plan.systems)
+        if proxy is not None:
+            sources.append(proxy)
+
+    async def requests(of: str | None) -> Observation:
+        # ``metrics`` is bound below, before any read can happen
+        return await metrics.read("requests", of)
+
     process = process_source(ctx, plan.systems)
     if process is not None:
         sources.append(process)
@@ -54,7 +67,7 @@ def metrics_for(runbook: Runbook, router: Router) -> Metrics:
         try:
             if isinstance(system, PostgresSystem):
                 url = ctx.secret(system.url, what=f"systems.{name}.url")
-                sources.append(PostgresSource(url, name=name))
+                sources.append(PostgresSource(url, name=name, requests=requests))
             elif isinstance(system, RedisSystem):
                 url = ctx.secret(system.url, what=f"systems.{name}.url")
                 sources.append(RedisSource(url, name=name))
@@ -77,7 +90,31 @@ def metrics_for(runbook: Runbook, router: Router) -> Metrics:
         except ChangeoverError as exc:
             log.warning("the migration's sync lag is not available: %s", exc)
     sources.append(SignalSource(runbook.journal))
-    return Metrics(sources)
+    metrics = Metrics(sources)
+    return metrics
+
+
+def _builtin_proxy(ctx: ProbeContext, systems: Mapping[str, System]) -> MetricSource | None:
+    """The proxy source of the plan's built-in proxy router, when it has exactly one."""
+    from changeover.metrics.proxy import ProxySource
+
+    routers = [
+        (name, system)
+        for name, system in systems.items()
+        if isinstance(system, RouterSystem) and system.type == "builtin"
+    ]
+    if len(routers) != 1:
+        return None
+    name, system = routers[0]
+    if system.admin is None:
+        return None
+    try:
+        admin = ctx.secret(system.admin, what=f"systems.{name}.admin")
+        token = ctx.secret(system.token, what=f"systems.{name}.token") if system.token else None
+    except ChangeoverError as exc:
+        log.warning("metrics from the proxy systems.%s are not available: %s", name, exc)
+        return None
+    return ProxySource(admin, token)
 
 
 def process_source(ctx: ProbeContext, systems: Mapping[str, System]) -> ProcessSource | None:
