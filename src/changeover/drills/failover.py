@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -283,7 +284,8 @@ class _Failover:
                 "database: give primary_data_dir or primary_stop — promoting the replica while "
                 "the primary still takes writes would leave two primaries"
             )
-        pg_ctl = db.pg_ctl or _find_pg_ctl()
+        data_dir = self.ctx.path(db.data_dir) if db.data_dir else None
+        pg_ctl = db.pg_ctl or _find_pg_ctl(data_dir)
         self.log.step("replica-in-recovery", started, {"replica": db.replica})
 
         stopped_at = time.monotonic()
@@ -297,12 +299,18 @@ class _Failover:
         self.log.step("primary-stopped", stopped_at, {})
 
         started = time.monotonic()
-        if db.data_dir:
-            data = self.ctx.path(db.data_dir)
-            argv = [pg_ctl, "promote", "-D", str(data), "-w", "-t", "60"]
-            await run_argv(argv, "pg_ctl promote", user_of=data)
-        else:
-            await asyncio.to_thread(_promote_sql, replica_url)
+        try:
+            if data_dir is not None:
+                argv = [pg_ctl, "promote", "-D", str(data_dir), "-w", "-t", "60"]
+                await run_argv(argv, "pg_ctl promote", user_of=data_dir)
+            else:
+                await asyncio.to_thread(_promote_sql, replica_url)
+        except DrillFailed:
+            self.notes.append(
+                "the primary is STOPPED and the replica was not promoted: nothing takes writes "
+                "— start the primary again or promote the replica by hand"
+            )
+            raise
         promoted_at = time.monotonic()
         if await asyncio.to_thread(_in_recovery, replica_url):
             raise DrillFailed(f"{db.replica} is still in recovery after the promotion")
@@ -377,9 +385,20 @@ def _promote_sql(url: str) -> None:
         raise DrillFailed(f"pg_promote() on the replica failed: {reason}") from exc
 
 
-def _find_pg_ctl() -> str:
+def _find_pg_ctl(data_dir: Path | None) -> str:
+    """The pg_ctl of the data directory's major version (its PG_VERSION file) when this machine
+    has that version's binaries, else the one changeover's embedded servers use."""
     from changeover.services import find_postgres_bin_dir
+    from changeover.services.binaries import system_postgres_bin_dirs
 
+    if data_dir is not None:
+        try:
+            version = (data_dir / "PG_VERSION").read_text(encoding="ascii").strip()
+        except OSError:
+            version = ""
+        for bin_dir in system_postgres_bin_dirs():
+            if version and version in bin_dir.parts and (bin_dir / "pg_ctl").exists():
+                return str(bin_dir / "pg_ctl")
     found = find_postgres_bin_dir()
     if found is None:
         raise DrillFailed("pg_ctl not found: give database.pg_ctl (its path)")
