@@ -1,11 +1,13 @@
-"""What a probe is: a read-only check with typed parameters, an I/O step and a pure verdict.
+"""What a probe is: a check with typed parameters, an I/O step and a pure verdict.
 
 A probe class declares its ``name`` (``postgres.connect``), a ``Params`` model, and two steps:
 ``gather`` does the I/O and returns raw observations; ``interpret`` is a pure function from
 parameters and raw observations to a ``CheckResult`` (pass / warn / fail / error with the
 measured evidence and the threshold). Subclassing registers the probe (``__init_subclass__``);
 ``run_probe`` adds the timeout, the timing and the translation of failures into results, so a
-probe never lets a traceback reach the operator. Probes never change anything.
+probe never lets a traceback reach the operator. Probes never change anything, but for
+``http.cache_consistency``, which writes a field and puts it back (only a write shows a stale
+read).
 """
 
 from __future__ import annotations
