@@ -36,6 +36,7 @@ _PROXY_RESPONSES = "changeover_proxy_responses_total"
 _PROXY_UNANSWERED = "changeover_proxy_unanswered_total"
 _PROXY_BUCKETS = "changeover_proxy_request_duration_seconds_bucket"
 _PROXY_IN_FLIGHT = "changeover_proxy_in_flight"
+_PROXY_OLDEST = "changeover_proxy_oldest_in_flight_seconds"
 
 
 class NoPromQL(Exception):
@@ -140,6 +141,8 @@ def proxy_series(metric: str, of: str | None) -> Series:
     if metric not in CODE_RATIOS and metric not in HISTOGRAMS | {"error_rate", "requests"}:
         if metric == "in_flight":
             return Series("gauge", "requests", expr=f"sum({_proxy(_PROXY_IN_FLIGHT, of)})")
+        if metric == "oldest_in_flight_s":  # the oldest of the backend's instances
+            return Series("gauge", "s", expr=f"max({_proxy(_PROXY_OLDEST, of)})")
         return app_series(metric, of)
     attempts = (_proxy(_PROXY_REQUESTS, of), _proxy(_PROXY_UNANSWERED, of))
     if metric in HISTOGRAMS:
