@@ -20,7 +20,7 @@ from changeover.engine.runbook import Runbook
 from changeover.traffic.route import open_plan_router
 from drills.worlds import FALL_TIMES_INTERVAL_S, failover_world
 
-SLACK_S = 1.5  # the proxy's check timeout, our 50 ms polling, a busy two-core machine
+SLACK_S = 3.0  # the graceful stop, the check timeout, our 50 ms polling, a busy two cores
 
 
 def _drill(plan: Path, params: dict[str, Any]) -> Any:
