@@ -194,6 +194,14 @@ def test_database_and_cache_follow_their_gates(
     assert found[7].status is status and "gate staged-cache (staged)" in found[7].evidence[0]
 
 
+def test_a_gate_named_with_a_qualifier_still_counts_for_its_step(scribe: Scribe) -> None:
+    # a hit-rate gate is judged on its misses and says so in its name
+    scribe.phase("staged", 50)
+    scribe.sample("staged", EVEN, numbers(100), numbers(100), [gate("staged-cache (misses)")])
+    c = judged(scribe)[7]
+    assert c.status is PASS and "gate staged-cache (misses) (staged): PASS" in c.evidence[0]
+
+
 def test_a_failed_cache_warm_fails_the_cache_criterion(scribe: Scribe) -> None:
     scribe.add(
         "action.outcome",
@@ -230,6 +238,25 @@ def test_endpoints_follow_the_http_checks_after_the_switch_to_100(
 def test_endpoints_are_unknown_when_only_checked_before_the_switch(scribe: Scribe) -> None:
     c = judged(_endpoint_check(scribe, "pass"))[8]
     assert c.status is UNKNOWN and "never carried all traffic" in c.evidence[0]
+
+
+def test_a_rollback_trigger_that_did_not_fire_is_context_not_a_pass(scribe: Scribe) -> None:
+    scribe.plan.write_text(
+        scribe.plan.read_text().replace(
+            "success_criteria:",
+            "rollback:\n  immediate:\n    - {id: rollback-features, title: Major features "
+            "non-functional, gate: {metric: features, of: new, sustained: 5s, check: {http: "
+            "{system: new, path: /healthz}}}}\nsuccess_criteria:",
+        )
+    )
+    scribe.phase("staged", 50)
+    scribe.sample("staged", EVEN, numbers(100), numbers(100), [gate("rollback-features")])
+    c = judged(scribe)[8]
+    assert c.status is UNKNOWN and "rollback trigger rollback-features did not fire" in c.evidence
+    scribe.sample(
+        "staged", EVEN, numbers(100), numbers(100), [gate("rollback-features", "fail_immediate")]
+    )
+    assert judged(scribe)[8].status is FAIL
 
 
 def test_a_failing_synthetic_feature_gate_fails_the_endpoints(scribe: Scribe) -> None:

@@ -292,16 +292,30 @@ def _say(console: Console, emit: Any, event: dict[str, Any], text: str) -> None:
 
 
 def _finish(console: Console, emit: Any, summary: dict[str, Any], workdir: Path) -> None:
-    from changeover.engine.report import report_markdown
+    from changeover.journal import ACTION_OUTCOME
+    from changeover.report import make_report, render
+    from changeover.report.timeline import LOAD_RESULT
 
     with Runbook.open(workdir / "changeover.yaml") as runbook:
-        state = runbook.state()
-        head = runbook.journal.head().hash
-        verified = runbook.journal.verify()
-    report = workdir / "report.md"
-    report.write_text(report_markdown(state, journal_head=head), encoding="utf-8")
-    summary["report"] = str(report)
-    summary["journal_ok"] = verified.ok
+        # The night's last evidence goes into the journal, so that the report — and anyone
+        # reading the journal later — has the final verify and the write check, not just stdout.
+        verify = summary["verify"]
+        final = {"step": "final-verify", "action": "migrate.verify", "ok": bool(verify["equal"])}
+        runbook.journal.append(ACTION_OUTCOME, {**final, "detail": verify}, actor="changeover demo")
+        runbook.journal.append(
+            LOAD_RESULT,
+            {"load": summary["load"] or {}, "writes": summary["writes"]},
+            actor="changeover demo",
+        )
+        report = make_report(runbook)
+    paths: dict[str, Path] = {}
+    for format_ in ("html", "md"):
+        paths[format_] = workdir / f"report.{format_}"
+        paths[format_].write_text(render(report, format_), encoding="utf-8")
+    summary["report"] = str(paths["html"])
+    summary["report_md"] = str(paths["md"])
+    summary["criteria"] = report.counts()
+    summary["journal_ok"] = report.journal.ok
     if emit is not None:
         emit({"event": "done", **summary})
         return
@@ -323,4 +337,11 @@ def _finish(console: Console, emit: Any, summary: dict[str, Any], workdir: Path)
         f"{load.get('achieved_rate', 0)} req/s, p95 {(load.get('latency_ms') or {}).get('p95')}"
         f" ms, errors {load.get('errors', 0)}"
     )
-    console.print(f"report: {report}  (journal chain ok={verified.ok}; {summary['seconds']} s)")
+    counts = summary["criteria"]
+    console.print(
+        f"success criteria: {counts['PASS']} pass, {counts['FAIL']} fail, {counts['UNKNOWN']} "
+        f"unknown (no evidence is not a pass)"
+    )
+    console.print(f"report: {summary['report']}")
+    console.print(f"        {summary['report_md']}")
+    console.print(f"(journal chain ok={summary['journal_ok']}; {summary['seconds']} s)")

@@ -665,13 +665,19 @@ def _gate_parts(
     """The controller's latest verdict on each plan gate ``wanted`` accepts (``last_phase``:
     only gates of the last phase that was watched — the judgement nearest to "after")."""
     names = {name for name, gates in f.gates().items() if any(wanted(g) for g in gates)}
-    found = measures.gate_outcomes(f.timeline, lambda name: name in names)
+    # A verdict may name its gate with a qualifier: "full-cache-hit-rate (misses)".
+    found = measures.gate_outcomes(f.timeline, lambda name: name.split(" (", 1)[0] in names)
     if last_phase and found:
         last = f.timeline.samples[-1].phase if f.timeline.samples else found[-1].phase
         found = [o for o in found if o.phase == last] or found
+    triggers = {s.id for s in f.plan.rollback.immediate + f.plan.rollback.graceful}
     parts = []
     for outcome in found:
         if fails_only and not outcome.failed:
+            continue
+        if outcome.gate.split(" (", 1)[0] in triggers and not outcome.failed:
+            # A rollback trigger "passes" until it fires: that it did not is context, not proof.
+            parts.append(Part(None, f"rollback trigger {outcome.gate} did not fire"))
             continue
         parts.append(Part(_gate_status(outcome), _gate_text(outcome)))
     return parts

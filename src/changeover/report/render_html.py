@@ -1,8 +1,8 @@
 """The cutover report as one self-contained HTML file: inline CSS, inline SVG charts, no
 JavaScript and no URL to fetch — it opens from a laptop, a phone or an archive years later.
 
-The page (``page.html.j2`` below, kept in this module so it ships with the package) shows the
-13 criteria first, each with its status and evidence, then the charts, phases, timeline,
+The template (``PAGE``, kept here so it ships without a package-data entry) shows the 13
+criteria first, each with its status and evidence, then the charts, phases, timeline,
 decisions, rollbacks, incidents, sign-offs, notes, follow-up and the runbook in foldable
 stages. Jinja2 autoescapes every value; ``finalize`` redacts each value before it is escaped.
 """

@@ -68,13 +68,18 @@ def draw(chart: Chart) -> Markup:
         f'<text x="{LEFT - 6}" y="{TOP - 8}" text-anchor="end" class="unit">{_text(chart.unit)}'
         "</text>"
     )
-    for mark in chart.marks:
+    label_at: list[tuple[float, float]] = []  # (x, y) of labels drawn: close ones step down
+    for mark in sorted(chart.marks, key=lambda m: m.x):
         x = px(mark.x)
+        y = float(TOP + 11)
+        while any(abs(x - lx) < 8 * len(mark.label) and ly == y for lx, ly in label_at):
+            y += 12
+        label_at.append((x, y))
         colour = MARK_COLOURS.get(mark.kind, "#6b7280")
         parts.append(
             f'<line x1="{x}" x2="{x}" y1="{TOP}" y2="{TOP + plot_h}" stroke="{colour}" '
             f'stroke-dasharray="4 3" class="mark mark-{_text(mark.kind)}"/>'
-            f'<text x="{x + 3}" y="{TOP + 11}" class="mark-label" fill="{colour}">'
+            f'<text x="{x + 3}" y="{y}" class="mark-label" fill="{colour}">'
             f"{_text(mark.label)}</text>"
         )
     spare = iter(SPARE)
