@@ -83,6 +83,20 @@ def test_too_few_requests_to_tell_is_a_warning_not_a_pass() -> None:
     assert result.reason.startswith("undecided after 2s")
 
 
+def test_a_baseline_without_traffic_after_the_flip_leaves_a_ratio_gate_undecided() -> None:
+    # why the default plan holds new's 401/403 share to a plain threshold instead
+    gate = _gate(metric="auth_failures", of="new", max_ratio_to="legacy", ratio=2)
+    reading = Reading(
+        _obs(gate.metric, events=0, total=0),
+        _obs(gate.metric, events=400, total=2000),
+        baseline_start=_obs(gate.metric, events=10, total=500),
+        baseline_now=_obs(gate.metric, events=10, total=500),
+    )
+    result = judge("auth", gate, reading, elapsed_s=30)
+    assert result.status is Status.WARN
+    assert "no requests counted yet on the baseline" in result.reason
+
+
 def test_a_window_is_two_reads_apart_and_trend_gates_get_a_series() -> None:
     reads: list[tuple[float, str]] = []
     now = [0.0]
@@ -248,7 +262,7 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, switch: Switch) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, switch: Switch, new_share: float = 100.0) -> AsyncIterator[Rig]:
     loop = asyncio.get_running_loop()
     conn = None
     if switch.db is not None:
@@ -258,7 +272,7 @@ async def rig(tmp_path: Path, switch: Switch) -> AsyncIterator[Rig]:
     proxy, token = await start_proxy(tmp_path, port_of(legacy), port_of(app))
     admin = f"http://127.0.0.1:{proxy.admin_port}"
     router = BuiltinRouter(admin, token)
-    await router.set_weights({"legacy": 0.0, "new": 100.0})
+    await router.set_weights({"legacy": 100.0 - new_share, "new": new_share})
     await router.close()
     made = Rig(proxy, token, admin, f"http://127.0.0.1:{proxy.port}", switch)
     try:
@@ -337,6 +351,26 @@ def test_a_healthy_app_keeps_the_status_detectors_quiet(tmp_path: Path) -> None:
     assert all(o.status is Status.PASS for o in outcomes.values()), {
         k: o.reason for k, o in outcomes.items()
     }
+
+
+AUTH_VS_LEGACY = {
+    "watch-auth-tokens": "{metric: auth_failures, of: new, max_ratio_to: legacy, ratio: 2}"
+}
+
+
+@pytest.mark.parametrize("share", [0.2, 0.0])
+def test_auth_failures_against_legacys_rate_in_the_same_window_while_it_has_traffic(
+    tmp_path: Path, share: float
+) -> None:
+    async def scenario() -> dict[str, StepOutcome]:
+        async with rig(tmp_path, Switch(status=401, share=share), new_share=50.0) as r:
+            return await check_under_load(r, write_plan(tmp_path, AUTH_VS_LEGACY), r.metrics())
+
+    outcome = asyncio.run(scenario())["watch-auth-tokens"]
+    if share:
+        assert outcome.status is Status.FAIL, outcome.reason
+    else:
+        assert outcome.status is Status.PASS, outcome.reason
 
 
 STUCK = {"watch-stuck-requests": "{metric: oldest_in_flight_s, of: new, below: 1s}"}
