@@ -87,6 +87,8 @@ def test_parameters_are_checked_with_one_plain_line_naming_the_parameter() -> No
         parse_params(FailoverParams, {"error_budget": "lots"}, "drill.failover")
     with pytest.raises(UsageError, match=r"drill.rollback: wieghts: Extra inputs"):
         parse_params(RollbackParams, {"wieghts": [10]}, "drill.rollback")
+    with pytest.raises(UsageError, match=r"weights: Value error, a list of percentages"):
+        parse_params(RollbackParams, {"weights": [10, 150]}, "drill.rollback")
     assert RollbackParams(weight=30).steps() == [30]
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from changeover.drills.failover import WriteRequest
 from changeover.drills.load import BackgroundLoad, drill_mix, load_numbers
@@ -59,6 +59,13 @@ class RollbackParams(BaseModel):
     write_share: float = Field(0.2, gt=0, lt=1)
     error_budget: Ratio = 0.001
     drain_within: Duration = timedelta(seconds=60)
+
+    @field_validator("weights")
+    @classmethod
+    def _percentages(cls, weights: list[float]) -> list[float]:
+        if not weights or any(not 0 < w <= 100 for w in weights):
+            raise ValueError("a list of percentages on new, each above 0 and at most 100")
+        return weights
 
     def steps(self) -> list[float]:
         return [self.weight] if self.weight is not None else list(self.weights)
@@ -163,7 +170,11 @@ class _Rollback:
         self.record.parent.mkdir(parents=True, exist_ok=True)
         await load.start()
         try:
-            await self._cut_over()
+            try:
+                await self._cut_over()
+            except (DrillFailed, ChangeoverError):
+                await self._undo_after_failure()
+                raise
             await self._roll_back()
             await asyncio.sleep(self.params.bake.total_seconds())
         except BaseException:
@@ -285,6 +296,22 @@ class _Rollback:
             {"weights": weights.describe(), "writes": done.get("writes")},
             result.outcome == "rolled_back",
         )
+
+    async def _undo_after_failure(self) -> None:
+        """The cut-over failed half-way: roll back as the drill would, so traffic and writes
+        are on legacy again; if even that fails, say so loudly."""
+        try:
+            await self._roll_back()
+        except (DrillFailed, ChangeoverError) as exc:
+            self.notes.append(
+                f"the drill failed AND could not roll back ({exc}): check 'changeover route "
+                "show' and 'changeover migrate status' now"
+            )
+        else:
+            self.notes.append(
+                f"rolled back after the failure: {self.numbers.get('writes_owner')}, "
+                f"{self.params.legacy} at {self.numbers.get('legacy_share_after')} %"
+            )
 
     def _router_name(self) -> str:
         from changeover.traffic.route import router_name
