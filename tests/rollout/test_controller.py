@@ -605,3 +605,20 @@ def test_a_rollback_undoes_the_legacy_read_only_hook_or_says_it_could_not(
         assert not flag.exists() and done["legacy"] == "writable again (undo hook ran)"
     else:
         assert flag.exists() and done["legacy"].startswith("STILL READ-ONLY"), done
+
+
+def test_a_route_set_by_hand_before_the_run_is_what_the_controller_reconciles_to(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with rig(tmp_path) as r:
+            plan = write_plan(tmp_path)
+            with Runbook.open(plan) as runbook:
+                # what 'changeover route set legacy=80 new=20' journals
+                route = {"action": "route", "router": "proxy", "weights": {"legacy": 80, "new": 20}}
+                runbook.journal.append("action.outcome", {**route, "ok": True}, actor="alice")
+                controller = Controller(runbook, r.router, reader(r.source), interval=0.2)
+                await controller._reconcile(controller.state())
+                assert (await r.router.weights())["new"] == 20 and controller.weight == 20.0
+
+    asyncio.run(scenario())

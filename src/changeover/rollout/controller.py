@@ -177,7 +177,12 @@ class Controller:
         expected = None
         for event in self.journal.events(kinds=[ACTION_OUTCOME]):
             if event.payload.get("ok") and event.payload.get("action") == "route":
-                expected = float(event.payload["weight"])
+                # the controller journals "weight" (new's); 'changeover route set' "weights"
+                weight = event.payload.get("weight")
+                if weight is None:
+                    weight = (event.payload.get("weights") or {}).get(self.new)
+                if weight is not None:
+                    expected = float(weight)
         if expected is None:
             return
         now = await self.router.weights()
