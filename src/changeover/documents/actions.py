@@ -39,8 +39,11 @@ def _by_hand(*names: str) -> Callable[[Handler], Handler]:
     return register
 
 
-def action_recipe(call: ActionCall, stage: Stage | None, words: PlanWords) -> Recipe:
-    """Who does the action (the controller in a phase, or a person) and the by-hand way."""
+def action_recipe(
+    call: ActionCall, stage: Stage | None, words: PlanWords, step_id: str = "STEP"
+) -> Recipe:
+    """Who does the action (the controller in a phase, ``changeover do`` outside one, or a
+    person) and the by-hand way."""
     from changeover.rollout.actions import AUTOMATED
 
     name = call.action
@@ -51,8 +54,8 @@ def action_recipe(call: ActionCall, stage: Stage | None, words: PlanWords) -> Re
     in_phase = stage is not None and stage.phase is not None
     if name in AUTOMATED and in_phase:
         text += ": `changeover run` does it in this phase"
-    elif name in AUTOMATED:
-        text += ": `changeover run` does it only inside a traffic phase — here, by hand"
+    elif name in AUTOMATED and name != "route":
+        text += f": `changeover do {step_id} --by NAME` runs it (journaled, once)"
     elif in_phase:
         capability = kind.capability if kind else "unknown"
         text += (
@@ -334,6 +337,7 @@ def _loadtest(params: Mapping[str, Any], words: PlanWords) -> Lines:
 @_by_hand("drill.failover")
 def _drill_failover(params: Mapping[str, Any], words: PlanWords) -> Lines:
     return [
+        "# 'changeover drill failover' does all of this and times it; by hand:",
         *_loadtest({"system": params.get("system", NEW), "rate": 100, "duration": "5m"}, words),
         "# while it runs, stop one instance of the new app (its deploy's unit or process),",
         "# watch the error rate stay at 0 in 'changeover route show', then start it again",
@@ -344,6 +348,7 @@ def _drill_failover(params: Mapping[str, Any], words: PlanWords) -> Lines:
 @_by_hand("drill.rollback")
 def _drill_rollback(params: Mapping[str, Any], words: PlanWords) -> Lines:
     return [
+        "# 'changeover drill rollback' does all of this and proves no write was lost; by hand,",
         "# on staging, with 'changeover run' in a phase:",
         'changeover rollback --immediate --reason "rollback drill" --by NAME',
         "changeover route show",

@@ -363,7 +363,7 @@ def _recipes(
 ) -> list[Recipe]:
     recipes = [probe_recipe(call, words, step.id) for call in step.checks]
     if step.action is not None:
-        recipes.append(action_recipe(step.action, stage, words))
+        recipes.append(action_recipe(step.action, stage, words, step.id))
     for gate in step.gates:
         recipe = gate_recipe(gate, words, step.id, trigger=trigger is not None)
         if trigger is not None:
