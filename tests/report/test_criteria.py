@@ -235,6 +235,25 @@ def test_endpoints_follow_the_http_checks_after_the_switch_to_100(
     assert c.status is expected and len([e for e in c.evidence if "check endpoints" in e]) == 1
 
 
+def test_a_route_set_by_hand_counts_as_the_switch_and_shows_on_the_chart(scribe: Scribe) -> None:
+    # what 'changeover route set legacy=0 new=100' journals: every backend's weight
+    scribe.at(0).phase("staged", 50)
+    scribe.at(5).sample("staged", EVEN, numbers(100), numbers(100))
+    scribe.at(6).add(
+        "action.outcome",
+        actor="alice",
+        action="route",
+        router="proxy",
+        weights={"legacy": 0, "new": 100},
+        ok=True,
+    )
+    report = report_of(_endpoint_check(scribe.at(8), "pass"))
+    assert report.criteria[7].status is PASS
+    assert [p for _, p in report.charts[0].series[0].points] == [50.0, 100.0, 100.0]
+    routes = [e.text for e in report.timeline.entries if e.text.startswith("route")]
+    assert routes[-1] == "route: 100% to the new app (set by hand by alice)"
+
+
 def test_endpoints_are_unknown_when_only_checked_before_the_switch(scribe: Scribe) -> None:
     c = judged(_endpoint_check(scribe, "pass"))[8]
     assert c.status is UNKNOWN and "never carried all traffic" in c.evidence[0]

@@ -393,7 +393,7 @@ def endpoints(f: Facts) -> tuple[Status, list[Part], dict[str, Any], str]:
     switched = [
         a.at
         for a in f.timeline.actions
-        if a.action == "route" and a.ok and (_num(a.payload.get("weight")) or 0) >= 100
+        if a.action == "route" and a.ok and (a.weight or 0.0) >= 100
     ]
     parts: list[Part] = []
     if switched:

@@ -95,9 +95,9 @@ def charts(timeline: Timeline) -> list[Chart]:
 
     # The weights from the route changes themselves: a sample only sees the weight at its end.
     routes = [
-        (x(a.at), float(a.payload["weight"]))
+        (x(a.at), a.weight)
         for a in timeline.actions
-        if a.action == "route" and a.ok and isinstance(a.payload.get("weight"), int | float)
+        if a.action == "route" and a.ok and a.weight is not None
     ]
     end = max(x(samples[-1].at), routes[-1][0] if routes else 0.0)
     share = Series("new app", [*routes, (end, routes[-1][1])] if routes else [])

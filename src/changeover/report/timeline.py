@@ -131,6 +131,16 @@ class ActionResult:
     detail: dict[str, Any]
     error: str | None
     payload: dict[str, Any]
+    actor: str = ""
+
+    @property
+    def weight(self) -> float | None:
+        """A route's share to the new app: the controller journals ``weight``, ``changeover
+        route set`` the ``weights`` of every backend."""
+        weight = _number(self.payload.get("weight"))
+        if weight is None and isinstance(self.payload.get("weights"), dict):
+            weight = _number(self.payload["weights"].get("new"))
+        return weight
 
 
 @dataclass(frozen=True)
@@ -325,6 +335,7 @@ def fold(events: Iterable[Event]) -> Timeline:
                 detail if isinstance(detail, dict) else {},
                 payload.get("error"),
                 payload,
+                event.actor,
             )
             t.actions.append(result)
             text, level = _action_text(result)
@@ -405,7 +416,10 @@ def _action_text(result: ActionResult) -> tuple[str, str]:
         return f"{result.action}{step} FAILED: {result.error or 'no reason given'}", BAD
     payload, detail = result.payload, result.detail
     if result.action == "route":
-        return f"route{step}: {_number(payload.get('weight')) or 0:g}% to the new app", INFO
+        weight = result.weight
+        shown = f"{weight:g}%" if weight is not None else "the weights"
+        by = f" (set by hand by {result.actor})" if "weights" in payload else ""
+        return f"route{step}: {shown} to the new app{by}", INFO
     if result.action == "migrate.handoff":
         pause = _number(detail.get("pause_seconds"))
         owner = detail.get("owner", payload.get("to"))
