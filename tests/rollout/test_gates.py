@@ -187,3 +187,17 @@ def test_a_percent_threshold_on_a_reading_in_percent_compares_percent() -> None:
         "full-cpu", rule, Reading(None, obs("cpu", value=75.0, unit="%")), baked=True, elapsed_s=60
     )
     assert hot.failed and "75% (expected < 60%)" in hot.reason
+
+
+def test_a_new_instance_warming_up_is_not_a_leak_but_growth_after_the_warmup_is() -> None:
+    rule = gate(metric="memory_leak", of="new")
+    # 60 MB in the first 20 s (pools, caches), then flat with a little noise
+    warming = [(t, 100 + 3 * min(t, 20.0) + (t % 3) * 0.1) for t in map(float, range(0, 90))]
+    now = obs("memory_leak", value=warming[-1][1])
+    verdict = phase_gate("leak", rule, Reading(None, now, series=warming), baked=True, elapsed_s=90)
+    assert verdict.outcome is Outcome.PASS, verdict.reason
+    # the same start, then 1 MB a second for a minute: a leak
+    leaking = [(t, 100 + 3 * min(t, 20.0) + max(0.0, t - 30)) for t in map(float, range(0, 90))]
+    now = obs("memory_leak", value=leaking[-1][1])
+    verdict = phase_gate("leak", rule, Reading(None, now, series=leaking), baked=True, elapsed_s=90)
+    assert verdict.failed, verdict.reason

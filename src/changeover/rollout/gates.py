@@ -52,6 +52,9 @@ Histogram = list[tuple[float, int]]  # per-bucket counts, as changeover.analysis
 ALPHA = 0.01
 LEAK_MB_PER_HOUR = 10.0  # a slope below this is noise, not a leak worth a rollback
 LEAK_MIN_RISE_MB = 16.0  # nor a rise smaller than this over the window (a warming process)
+# The first seconds of a window are a new instance warming up (pools, caches, imports): its
+# memory rises fast and levels off. A leak is judged on what comes after.
+LEAK_WARMUP_S = 30.0
 NONE_OBSERVED = frozenset(
     {
         "database_errors",
@@ -186,8 +189,10 @@ def _evaluate(
     now = reading.now
     metric = gate.metric
     if metric in _LEAK:
+        series = list(reading.series)
+        warm = [(t, v) for t, v in series if t >= series[0][0] + LEAK_WARMUP_S] if series else []
         return leak_gate(
-            list(reading.series),
+            warm,
             min_slope_per_hour=LEAK_MB_PER_HOUR,
             min_rise=LEAK_MIN_RISE_MB,
             alpha=ALPHA,
