@@ -15,7 +15,7 @@ from changeover.engine.runbook import Runbook
 from changeover.report import FORMATS, Criterion, Report, make_report, render
 from changeover.report.criteria import Status
 from changeover.secrets import REDACTOR
-from report.conftest import Night, Scribe, numbers, report_of
+from reports.conftest import Night, Scribe, numbers, report_of
 from support.browser import artifact
 
 

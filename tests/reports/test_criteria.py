@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from changeover.report.criteria import Status, seed_titles
-from report.conftest import Scribe, gate, judged, numbers, report_of
+from reports.conftest import Scribe, gate, judged, numbers, report_of
 
 PASS, FAIL, UNKNOWN = Status.PASS, Status.FAIL, Status.UNKNOWN
 EVEN, FULL = (50.0, 50.0), (0.0, 100.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from changeover.cli import main
-from report.conftest import Night, Scribe, numbers
+from reports.conftest import Night, Scribe, numbers
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
