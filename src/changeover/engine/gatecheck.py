@@ -3,7 +3,8 @@
 A gate step of a stage without a ``phase`` (the post-cutover "Common issues to watch for") is
 run by ``changeover check`` and the watch daemon: each gate's metric is read at the start and
 the end of a window (every ``window_s / (LOOKS - 1)`` for trend gates such as memory_leak, which
-need a series), and judged by the rollout's own ``phase_gate`` as a baked phase would be. A
+need a series), and judged by the rollout's own ``phase_gate`` as a baked phase would be (leak
+gates by its ``leak_gate`` bounds without a phase's warm-up skip: the instance is not new). A
 verdict that passes is PASS, one that fails is FAIL, one still undecided after the window is a
 WARN; a metric that cannot be read is an ERROR with the source's reason. Gate steps inside
 traffic phases, rollback triggers and success criteria stay the rollout controller's.
@@ -17,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from changeover.analysis import Outcome, Verdict
+from changeover.analysis import Outcome, Verdict, leak_gate
 from changeover.analysis.latency import quantile_estimate
 from changeover.metrics.base import Observation
 from changeover.metrics.checks import ChecksSource
@@ -25,6 +26,9 @@ from changeover.plan.model import Gate, Stage, Step
 from changeover.probes.base import CheckResult, Measure, Status
 from changeover.rollout.gates import (
     _LEAK,
+    ALPHA,
+    LEAK_MB_PER_HOUR,
+    LEAK_MIN_RISE_MB,
     PER_LOOK_QUANTILE,
     Reading,
     histogram,
@@ -154,7 +158,7 @@ def judge(name: str, gate: Gate, reading: Reading, *, elapsed_s: float) -> Check
     if not _trend(gate) and now.value is None and now.events is None and now.histogram is None:
         return CheckResult(Status.ERROR, f"the source gave no number for {gate.metric}")
     try:
-        verdict = phase_gate(name, gate, reading, baked=True, elapsed_s=elapsed_s)
+        verdict = _verdict(name, gate, reading, elapsed_s)
     except (ValueError, ArithmeticError) as exc:
         return CheckResult(Status.ERROR, f"cannot judge {gate.metric}: {exc}")
     status = _STATUS[verdict.outcome]
@@ -167,6 +171,24 @@ def judge(name: str, gate: Gate, reading: Reading, *, elapsed_s: float) -> Check
     if now.detail:
         details["detail"] = now.detail
     return CheckResult(status, reason, (_measure(gate, verdict),), details)
+
+
+def _verdict(name: str, gate: Gate, reading: Reading, elapsed_s: float) -> Verdict:
+    if gate.metric in _LEAK:
+        # A phase's leak gate leaves out its window's first LEAK_WARMUP_S: the instance was just
+        # deployed and still warming up. After the flip it has run for hours and a check's
+        # window is about that long: the whole series counts, with the phase's bounds.
+        return leak_gate(
+            list(reading.series),
+            min_slope_per_hour=LEAK_MB_PER_HOUR,
+            min_rise=LEAK_MIN_RISE_MB,
+            alpha=ALPHA,
+            baked=True,
+            on_fail=Outcome.FAIL_GRACEFUL,
+            elapsed_s=elapsed_s,
+            gate=name,
+        )
+    return phase_gate(name, gate, reading, baked=True, elapsed_s=elapsed_s)
 
 
 _STATUS = {
