@@ -1,13 +1,9 @@
-"""Gate steps outside a traffic phase, checked the way a probe is: watch a window, then judge.
+"""Gate steps outside a traffic phase (the post-cutover "Common issues"), checked like probes.
 
-A gate step of a stage without a ``phase`` (the post-cutover "Common issues to watch for") is
-run by ``changeover check`` and the watch daemon: each gate's metric is read at the start and
-the end of a window (every ``window_s / (LOOKS - 1)`` for trend gates such as memory_leak, which
-need a series), and judged by the rollout's own ``phase_gate`` as a baked phase would be (leak
-gates by its ``leak_gate`` bounds without a phase's warm-up skip: the instance is not new). A
-verdict that passes is PASS, one that fails is FAIL, one still undecided after the window is a
-WARN; a metric that cannot be read is an ERROR with the source's reason. Gate steps inside
-traffic phases, rollback triggers and success criteria stay the rollout controller's.
+``changeover check`` and the watch rounds read each gate's metric a window apart (a series of
+looks for trend gates) and judge it with the rollout's ``phase_gate`` as a baked phase: pass →
+PASS, fail → FAIL, still undecided → WARN, unreadable → ERROR with the source's reason. Gates of
+phases, rollback triggers and success criteria stay the rollout controller's.
 """
 
 from __future__ import annotations
