@@ -118,14 +118,18 @@ def test_two_processes_share_the_schedule_and_merge_their_results(tmp_path: Path
         )  # fmt: skip
     summary = json.loads(done.stdout)
     assert summary["processes"] == 2
-    assert summary["scheduled"] == summary["sent"] == summary["answered"] == 1500
-    assert summary["missed"] == 0 and summary["errors"] == 0
+    # every scheduled request is sent or counted missed (a starved machine may miss a few)
+    assert summary["scheduled"] == summary["sent"] + summary["missed"] == 1500
+    assert summary["answered"] == summary["sent"] and summary["errors"] == 0
+    assert summary["missed"] <= 15
     assert summary["achieved_rate"] == pytest.approx(1000, rel=0.02)
-    assert summary["statuses"] == {"200": 1500}
+    assert summary["statuses"] == {"200": summary["sent"]}
     assert any("only GET, HEAD requests are replayed" in n for n in summary["notes"])
-    assert done.returncode in (0, 1)  # 1 only if this shared machine made sends late
+    assert done.returncode in (0, 1)  # 1 only if this shared machine made sends late or missed
     if done.returncode == 1:
-        assert summary["late"] > 0
+        assert summary["late"] + summary["missed"] > 0
+    else:
+        assert summary["missed"] == 0
 
 
 def test_ctrl_c_stops_every_process_and_still_reports_what_was_measured() -> None:

@@ -32,9 +32,13 @@ def artifact(name: str) -> Path:
     return ARTIFACTS / name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
-    """A Playwright ``Browser`` on headless Chromium, shared by the session's tests."""
+    """A Playwright ``Browser`` on headless Chromium, for one test.
+
+    Not shared by the session: Playwright's sync API keeps an event loop running in the thread
+    while it is open, and every later ``asyncio.run()`` in that pytest worker would fail.
+    """
     executable = require_binary("chromium", "chromium")
     try:
         from playwright.sync_api import sync_playwright
