@@ -416,19 +416,22 @@ def test_the_plans_own_sources_serve_gate_steps_through_the_journal(
                 "  router: {kind: router, type: builtin, admin: '${PROXY_ADMIN}', "
                 "token: '${PROXY_TOKEN}'}"
             )
-            loaded = write_plan(tmp_path, STATUS_GATES, systems)
+            # the plan sets the check's window (1 s, not the 30 s default)
+            gates = {
+                "watch-rate-limiting": "{metric: rate_limited, of: new, below: 1%, window: 1s}"
+            }
+            loaded = write_plan(tmp_path, gates, systems)
             journal = open_journal(None, loaded.base_dir)
             runbook = Runbook(loaded, journal)
             stop = asyncio.Event()
             task = asyncio.create_task(traffic(r.url, stop))
             try:
                 await asyncio.sleep(0.2)
+                began = time.monotonic()
                 outcomes = await run_checks(
-                    loaded,
-                    select_steps(loaded, step_ids=["watch-rate-limiting"]),
-                    journal,
-                    gate_window_s=WINDOW_S,
+                    loaded, select_steps(loaded, step_ids=["watch-rate-limiting"]), journal
                 )
+                assert time.monotonic() - began < 15
             finally:
                 stop.set()
                 await task

@@ -185,7 +185,9 @@ async def run_checks(
         if read is None:
             reason = "gate steps read metrics through the plan's journal; none is open"
             return [ProbeOutcome("gates", True, CheckResult(Status.ERROR, reason))]
-        found = await check_gate_step(step, read, window_s=gate_window_s, checks=checks)
+        windows = [g.window.total_seconds() for g in step.gates if g.window is not None]
+        window_s = max(windows) if windows else gate_window_s
+        found = await check_gate_step(step, read, window_s=window_s, checks=checks)
         return [ProbeOutcome(name, step.required, result) for name, result in found]
 
     async def one_step(stage: Stage | None, step: Step) -> StepOutcome:

@@ -111,6 +111,11 @@ class Gate(_Model):
         "the ratio (a few ms of scheduler noise is not a regression)",
     )
     sustained: Duration | None = None
+    window: Duration | None = Field(
+        default=None,
+        description="a gate outside a traffic phase (checked by 'changeover check' or the "
+        "watch): how long one check watches the metric (default 30s)",
+    )
     target: Threshold | None = Field(default=None, description="aspirational value (reported)")
     check: ProbeCall | list[ProbeCall] | None = Field(
         default=None,
