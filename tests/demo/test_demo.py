@@ -55,6 +55,12 @@ def test_the_demo_cuts_over_to_new_with_every_row_verified_and_no_write_lost(
     assert writes["acknowledged"] > 100 and writes["lost"] == 0, writes
     assert done["sync_drained"] and done["journal_ok"]
     assert Path(done["report"]).is_file()
+    # the night's documents: the runbook and the monitoring exports, made from the demo plan
+    documents = {name: Path(path) for name, path in done["documents"].items()}
+    assert set(documents) == {"runbook", "prometheus_rules", "grafana_dashboard"}
+    assert "migrate-handoff" in documents["runbook"].read_text(encoding="utf-8")
+    assert "alert: CutoverRollbackErrorRate" in documents["prometheus_rules"].read_text("utf-8")
+    assert json.loads(documents["grafana_dashboard"].read_text("utf-8"))["panels"]
 
     kinds = [e["event"] for e in events]
     for kind in ("services", "checks", "rollout.phase-started", "rollout.done"):

@@ -65,9 +65,8 @@ def run_demo(
     try:
         with ExitStack() as stack:
             if workdir is None:
-                workdir = Path(
-                    stack.enter_context(tempfile.TemporaryDirectory(prefix="changeover-demo-"))
-                )
+                # kept after the demo: the report, runbook, exports and journal are its output
+                workdir = Path(tempfile.mkdtemp(prefix="changeover-demo-"))
             workdir.mkdir(parents=True, exist_ok=True)
             # Every demo starts a new night: new servers, so no journal of an earlier one.
             shutil.rmtree(workdir / ".changeover", ignore_errors=True)
@@ -291,6 +290,29 @@ def _say(console: Console, emit: Any, event: dict[str, Any], text: str) -> None:
         console.print(text)
 
 
+def _documents(plan: Any, workdir: Path) -> dict[str, str]:
+    """The night's plan as the documents a team keeps: the runbook, Prometheus alerting rules
+    and a Grafana dashboard (the demo's metrics are the built-in proxy's series)."""
+    from changeover.documents.runbook import runbook_markdown
+    from changeover.export import grafana_dashboard, prometheus_rules
+
+    plan_file = workdir / "changeover.yaml"
+    written = {
+        "runbook": (workdir / "RUNBOOK.md", runbook_markdown(plan, plan_file)),
+        "prometheus_rules": (
+            workdir / "prometheus-rules.yml",
+            prometheus_rules(plan, series="proxy", plan_file=str(plan_file)).to_yaml(),
+        ),
+        "grafana_dashboard": (
+            workdir / "grafana-dashboard.json",
+            grafana_dashboard(plan, series="proxy").to_json(),
+        ),
+    }
+    for path, text in written.values():
+        path.write_text(text, encoding="utf-8")
+    return {name: str(path) for name, (path, _) in written.items()}
+
+
 def _finish(console: Console, emit: Any, summary: dict[str, Any], workdir: Path) -> None:
     from changeover.journal import ACTION_OUTCOME
     from changeover.report import make_report, render
@@ -308,12 +330,14 @@ def _finish(console: Console, emit: Any, summary: dict[str, Any], workdir: Path)
             actor="changeover demo",
         )
         report = make_report(runbook)
+        plan = runbook.plan
     paths: dict[str, Path] = {}
     for format_ in ("html", "md"):
         paths[format_] = workdir / f"report.{format_}"
         paths[format_].write_text(render(report, format_), encoding="utf-8")
     summary["report"] = str(paths["html"])
     summary["report_md"] = str(paths["md"])
+    summary["documents"] = _documents(plan, workdir)
     summary["criteria"] = report.counts()
     summary["journal_ok"] = report.journal.ok
     if emit is not None:
@@ -344,4 +368,13 @@ def _finish(console: Console, emit: Any, summary: dict[str, Any], workdir: Path)
     )
     console.print(f"report: {summary['report']}")
     console.print(f"        {summary['report_md']}")
+    documents = summary["documents"]
+    console.print(
+        f"runbook: {documents['runbook']}; alert rules: {documents['prometheus_rules']}; "
+        f"Grafana dashboard: {documents['grafana_dashboard']}"
+    )
+    console.print(
+        f"the journal stays: changeover report / status / dashboard --plan "
+        f"{workdir / 'changeover.yaml'}"
+    )
     console.print(f"(journal chain ok={summary['journal_ok']}; {summary['seconds']} s)")
