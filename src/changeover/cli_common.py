@@ -38,3 +38,18 @@ def print_json(data: Any) -> None:
 
 
 _print_json = print_json
+
+
+def positive_seconds(option: str, text: str) -> float:
+    """A command-line duration ('10s', '5m') as seconds; a bad or non-positive one is a usage
+    error naming the option."""
+    from changeover.errors import UsageError
+    from changeover.units import parse_duration
+
+    try:
+        seconds = parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from exc
+    if seconds <= 0:
+        raise UsageError(f"{option} must be positive, got {text!r}")
+    return seconds

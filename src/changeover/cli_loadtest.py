@@ -17,7 +17,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from changeover.cli_common import _print_json, err, out
+from changeover.cli_common import _print_json, err, out, positive_seconds
 from changeover.errors import UsageError
 
 
@@ -93,7 +93,7 @@ def loadtest(
     from changeover.loadgen.workers import run
 
     slos = parse_slos(slo) if slo is not None else []
-    schedule = Schedule(rate, _seconds("--duration", duration))
+    schedule = Schedule(rate, positive_seconds("--duration", duration))
     if mix is not None and access_log is not None:
         raise UsageError("give --mix or --access-log, not both")
     target = parse_target(url, allow_remote=allow_remote)
@@ -122,7 +122,7 @@ def loadtest(
         requests,
         processes=processes,
         connections=connections,
-        timeout=_seconds("--timeout", timeout),
+        timeout=positive_seconds("--timeout", timeout),
         seed=seed,
         record=record,
         progress_to=show,
@@ -147,18 +147,6 @@ def loadtest(
         err.print("interrupted: the numbers above cover the run until the stop")
         sys.exit(130)
     sys.exit(0 if verdict.passed else 1)
-
-
-def _seconds(option: str, text: str) -> float:
-    from changeover.units import parse_duration
-
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from exc
-    if seconds <= 0:
-        raise UsageError(f"{option} must be positive, got {text!r}")
-    return seconds
 
 
 def _cores() -> int:

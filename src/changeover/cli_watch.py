@@ -15,7 +15,15 @@ from typing import Any
 
 import click
 
-from changeover.cli_common import CONTEXT, err, json_option, out, plan_option, print_json
+from changeover.cli_common import (
+    CONTEXT,
+    err,
+    json_option,
+    out,
+    plan_option,
+    positive_seconds,
+    print_json,
+)
 
 
 @click.group(context_settings=CONTEXT, invoke_without_command=True)
@@ -145,7 +153,7 @@ def stability(plan: Path, measure: float | None, duration: str, path: str, json_
             measure_load(
                 runbook,
                 rate=measure,
-                duration=_seconds("--duration", duration),
+                duration=positive_seconds("--duration", duration),
                 path=path,
                 progress=lambda line: err.print(line, markup=False),
             )
@@ -156,16 +164,3 @@ def stability(plan: Path, measure: float | None, duration: str, path: str, json_
         for line in verdict.lines():
             out.print(line, markup=False)
     sys.exit(0 if verdict.ok else 1)
-
-
-def _seconds(option: str, text: str) -> float:
-    from changeover.errors import UsageError
-    from changeover.units import parse_duration
-
-    try:
-        seconds = parse_duration(text).total_seconds()
-    except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from exc
-    if seconds <= 0:
-        raise UsageError(f"{option} must be positive, got {text!r}")
-    return seconds
