@@ -154,3 +154,13 @@ def test_ctrl_c_stops_every_process_and_still_reports_what_was_measured() -> Non
     assert summary["missed"] == 0
     assert len(children) >= 2
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_connection_idle_too_long_is_retired_not_reused() -> None:
+    # one request every 5 s: each finds its connection idle for longer than IDLE_REUSE_S (4 s),
+    # when a server's keep-alive timeout may be closing it, and opens a fresh one instead
+    with run_stub() as stub:
+        done = loadtest(stub.url, "--rate", "0.2", "--duration", "15s", "--json")
+    summary = json.loads(done.stdout)
+    assert summary["scheduled"] == summary["answered"] == 3 and summary["errors"] == 0, summary
+    assert summary["connections"] >= 3, summary  # none of the three reused an idle connection

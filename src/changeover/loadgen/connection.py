@@ -89,6 +89,7 @@ class Connection(asyncio.Protocol):
         # After a HEAD answer the parser still expects the body its Content-Length announced
         # (httptools cannot be told to skip it): the next request starts a fresh parser.
         self.parser_dirty = False
+        self.idle_since = 0.0  # when it last became idle (the engine's clock)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass

@@ -37,6 +37,10 @@ from changeover.loadgen.target import Target, TargetUnreachable
 
 LATE_AFTER = 0.010  # a request sent later than this after its due time is late
 TICK = 0.001  # the loop's timers have millisecond resolution; shorter waits would spin
+# A connection idle longer than this is closed instead of reused: servers close idle keep-alive
+# connections (uvicorn after 5 s, the built-in proxy after 15 s), and a request sent just as they
+# do fails for nothing. Below the shortest common keep-alive timeout, like httpx's 5 s expiry.
+IDLE_REUSE_S = 4.0
 CONNECT_TIMEOUT = 3.0
 HOUSEKEEPING = 0.1  # seconds between timeout and stop checks
 
@@ -211,6 +215,7 @@ class Engine:
         if self.sending and self.next < self.due_count:
             self._send(conn, now, waited=True)
         else:
+            conn.idle_since = now
             self.idle.append(conn)
             self._check_done()
 
@@ -243,8 +248,14 @@ class Engine:
         """Hand due requests to idle connections; open more for the ones left waiting."""
         while self.next < self.due_count and self.idle and self.sending:
             conn = self.idle.pop()
-            if conn.transport is not None and not conn.transport.is_closing():
-                self._send(conn, now)
+            if conn.transport is None or conn.transport.is_closing():
+                continue
+            if now - conn.idle_since > IDLE_REUSE_S:
+                # The server may be closing it right now (its keep-alive timeout): a request
+                # sent there would fail though nothing is wrong. Retire it, as HTTP clients do.
+                conn.transport.close()
+                continue
+            self._send(conn, now)
         if not self.sending:
             return
         wanted = min(self.due_count - self.next - self.connecting, self.cap - self.open)

@@ -65,7 +65,10 @@ from changeover.errors import ChangeoverError
 log = logging.getLogger("changeover.demo.apps.legacy")
 
 APP = "legacy"
-IDLE_TIMEOUT_SECONDS = 30.0  # a keep-alive connection with nothing to say is closed after this
+# A keep-alive connection with nothing to say is closed after this: longer than the proxy keeps
+# an idle upstream connection (30 s), so the proxy never sends on one this app is closing —
+# a write sent there could not be replayed and would fail with a 502.
+IDLE_TIMEOUT_SECONDS = 75.0
 Handler = Callable[[SqliteStore, Call], Reply]
 
 

@@ -359,6 +359,9 @@ def build_app(app: NewApp) -> ASGIApp:
     return _Observe(starlette, app.metrics, app.instance)
 
 
+KEEP_ALIVE_SECONDS = 75
+
+
 class _Server(uvicorn.Server):
     """uvicorn that prints the ready line once listening and leaves signals to ``serve``."""
 
@@ -453,6 +456,9 @@ async def serve(settings: Settings, sock: socket.socket) -> int:
             log_level="warning",
             lifespan="off",
             timeout_graceful_shutdown=GRACEFUL_SECONDS,
+            # longer than the proxy keeps an idle upstream connection (30 s): uvicorn's 5 s
+            # closed connections the proxy was about to send a write on (a 502 it cannot replay)
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         port = sock.getsockname()[1]
         ready = f"{APP} {settings.instance} listening on http://{settings.basics.host}:{port}"
