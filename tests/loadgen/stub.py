@@ -10,7 +10,8 @@ over all connections) is answered after M ms, once. Paths:
     GET /fail      500
     GET /close     200 with Connection: close, then the connection closes
     HEAD any       200, Content-Length: 5, no body
-    GET /count     JSON {"requests": n, "posts": m} (not counted itself)
+    GET /count     JSON {"requests": n, "posts": m, "reused": r} (not counted itself); reused:
+                   requests that came on a connection which had carried one before
     anything else  200 "ok"
 
 ``run_stub(...)`` starts it on a free loopback port (``Stub.url``) and stops it on exit.
@@ -35,6 +36,7 @@ class State:
     stall_ms: int
     requests: int = 0
     posts: int = 0
+    reused: int = 0  # requests that came on a connection which had carried one before
 
 
 def _response(status: int, body: bytes, *, extra: str = "", reason: str = "X") -> bytes:
@@ -43,6 +45,7 @@ def _response(status: int, body: bytes, *, extra: str = "", reason: str = "X") -
 
 
 async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    served = 0
     try:
         while True:
             try:
@@ -58,11 +61,14 @@ async def handle(state: State, reader: asyncio.StreamReader, writer: asyncio.Str
                     headers[name.strip().lower()] = value.strip()
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             if target == "/count":
-                counts = json.dumps({"requests": state.requests, "posts": state.posts}).encode()
+                counts = {"requests": state.requests, "posts": state.posts, "reused": state.reused}
+                counts = json.dumps(counts).encode()
                 writer.write(_response(200, counts))
                 await writer.drain()
                 continue
             state.requests += 1
+            state.reused += served > 0
+            served += 1
             if state.requests == state.stall_at:
                 await asyncio.sleep(state.stall_ms / 1000)
             close = False
